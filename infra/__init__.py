@@ -1,0 +1,1 @@
+"""Adapters: venues, the book, prices, the audit store, settings, the sandbox venue."""

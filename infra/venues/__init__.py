@@ -1,0 +1,1 @@
+"""Venue clients: each turns one venue account's balance API into ``{asset: Decimal}``."""
