@@ -1,0 +1,1 @@
+"""Use cases (one reconciliation cycle), the composition root and the CLI."""

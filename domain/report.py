@@ -59,6 +59,25 @@ class FetchError:
     message: str
 
 
+class SourceError(Exception):
+    """A side (the venue or the book) could not be read; adapters raise subclasses.
+
+    ``message`` is recorded in the report: it never holds an amount or a secret.
+    """
+
+    kind: ErrorKind = ErrorKind.UNAVAILABLE
+
+    def __init__(self, message: str, kind: ErrorKind | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if kind is not None:
+            self.kind = kind
+
+    def to_fetch_error(self) -> FetchError:
+        """The value recorded in the account's report."""
+        return FetchError(self.kind, self.message)
+
+
 Balances = Mapping[str, Decimal]
 
 

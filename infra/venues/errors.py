@@ -18,21 +18,16 @@ and the failing field only.
 
 from __future__ import annotations
 
-from domain.report import ErrorKind, FetchError
+from domain.report import ErrorKind, SourceError
 
 
-class VenueError(Exception):
+class VenueError(SourceError):
     """A venue account's balances could not be read."""
 
     kind: ErrorKind = ErrorKind.UNAVAILABLE
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
-
-    def to_fetch_error(self) -> FetchError:
-        """The domain value recorded in the account's report."""
-        return FetchError(self.kind, self.message)
 
 
 class TransientVenueError(VenueError):

@@ -1,0 +1,287 @@
+"""The composition root: the only place that turns settings and the roster into adapters.
+
+Nothing is built at import time; each CLI command (and, later, each worker process) calls
+these functions once.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+import httpx
+
+from app.cycle import AccountPlan, CycleContext
+from infra.book.file_book import FileBook
+from infra.config import (
+    AccountConfig,
+    ConfigError,
+    FileBookConfig,
+    Roster,
+    Settings,
+    builtin_roster_path,
+    load_roster,
+    load_settings,
+)
+from infra.db.engine import create_audit_engine
+from infra.db.migrate import ensure_schema, upgrade
+from infra.db.repository import AuditRepository
+from infra.prices.static import StaticPrices
+from infra.venues.base import VenueClient
+from infra.venues.coinbase import CoinbaseClient, CoinbaseKeyError
+from infra.venues.dydx import DydxClient
+from infra.venues.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+#: The port the built-in roster's accounts point at (``recon sandbox`` serves it by default).
+SANDBOX_PORT: Final = 9000
+SANDBOX_HOST: Final = "127.0.0.1"
+#: Concurrent connections of the shared HTTP client: one per in-flight venue request.
+HTTP_MAX_CONNECTIONS: Final = 64
+SUPPORTED_EXCHANGES: Final = ("coinbase", "dydx")
+
+
+def utc_now() -> datetime:
+    """The clock every cycle reads (UTC, timezone-aware)."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """Settings and roster, validated before any work."""
+
+    settings: Settings
+    roster: Roster
+
+    @property
+    def uses_builtin_roster(self) -> bool:
+        return self.settings.accounts_file is None
+
+
+def load_configuration(environ: Mapping[str, str]) -> Configuration:
+    """Settings from ``environ`` and the roster they name; ConfigError on any problem."""
+    settings = load_settings(environ)
+    roster = load_roster(settings.accounts_path, settings)
+    return Configuration(settings, roster)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Logs go to standard error at the configured level."""
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    # httpx logs every request URL at INFO; keep that at DEBUG-only verbosity.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def select_accounts(
+    roster: Roster, *, account_ids: Sequence[str] = (), exchange: str | None = None
+) -> tuple[AccountConfig, ...]:
+    """The accounts chosen on the command line (all by default); unknown names refused."""
+    if account_ids:
+        known = {a.id for a in roster.accounts}
+        unknown = [i for i in account_ids if i not in known]
+        if unknown:
+            raise ConfigError(f"{roster.source}: no account named {', '.join(map(repr, unknown))}")
+        return tuple(a for a in roster.accounts if a.id in set(account_ids))
+    if exchange is not None:
+        chosen = tuple(a for a in roster.accounts if a.exchange == exchange)
+        if not chosen:
+            raise ConfigError(f"{roster.source}: no account on exchange {exchange!r}")
+        return chosen
+    return roster.accounts
+
+
+def build_venue_client(
+    account: AccountConfig,
+    roster: Roster,
+    settings: Settings,
+    http: httpx.Client,
+    environ: Mapping[str, str],
+) -> VenueClient:
+    """The venue client of ``account``, its secrets resolved; ConfigError names the field."""
+    where = f"{roster.source}: account {account.id!r}"
+    timeout = float(settings.timeout_seconds)
+    if account.exchange == "coinbase":
+        assert account.api_key is not None
+        assert account.api_secret is not None
+        key_name = roster.resolve_secret(account.api_key, environ).strip()
+        secret = roster.resolve_secret(account.api_secret, environ)
+        try:
+            return CoinbaseClient(
+                http,
+                base_url=account.base_url or "https://api.coinbase.com",
+                key_name=key_name,
+                private_key_pem=secret,
+                timeout=timeout,
+            )
+        except CoinbaseKeyError as error:
+            raise ConfigError(f"{where}: field 'api_secret': {error}") from None
+    if account.exchange == "dydx":
+        assert account.address is not None
+        try:
+            return DydxClient(
+                http,
+                base_url=account.base_url or "https://indexer.dydx.trade",
+                address=account.address,
+                subaccount=account.subaccount,
+                timeout=timeout,
+            )
+        except ValueError as error:
+            raise ConfigError(f"{where}: field 'address': {error}") from None
+    raise ConfigError(
+        f"{where}: field 'exchange': {account.exchange!r} is not supported by this version "
+        f"(supported: {', '.join(SUPPORTED_EXCHANGES)})"
+    )
+
+
+@contextmanager
+def open_audit(settings: Settings) -> Iterator[AuditRepository]:
+    """The audit store, its schema checked (an empty SQLite file is migrated on first use)."""
+    engine = create_audit_engine(settings.database_url)
+    try:
+        ensure_schema(engine)
+        yield AuditRepository(engine)
+    finally:
+        engine.dispose()
+
+
+def upgrade_audit(settings: Settings) -> None:
+    """Apply every migration to the configured database."""
+    engine = create_audit_engine(settings.database_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class Runtime(AbstractContextManager["Runtime"]):
+    """The adapters of one CLI run; closing it closes the HTTP pool and the database."""
+
+    plans: tuple[AccountPlan, ...]
+    context: CycleContext
+    _resources: ExitStack = field(default_factory=ExitStack)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._resources.close()
+
+
+def build_runtime(
+    configuration: Configuration,
+    accounts: Sequence[AccountConfig],
+    environ: Mapping[str, str],
+) -> Runtime:
+    """Every adapter a cycle over ``accounts`` needs; all configuration errors surface here."""
+    settings, roster = configuration.settings, configuration.roster
+    book = roster.book
+    if not isinstance(book, FileBookConfig):
+        raise ConfigError(
+            f"{roster.source}: field 'book.source': {book.source!r} is not supported by this "
+            "version (supported: file)"
+        )
+    if roster.prices.source != "static":
+        raise ConfigError(
+            f"{roster.source}: field 'prices.source': {roster.prices.source!r} is not supported "
+            "by this version (supported: static marks)"
+        )
+    resources = ExitStack()
+    try:
+        http = resources.enter_context(
+            httpx.Client(
+                limits=httpx.Limits(
+                    max_connections=HTTP_MAX_CONNECTIONS,
+                    max_keepalive_connections=HTTP_MAX_CONNECTIONS,
+                ),
+                timeout=float(settings.timeout_seconds),
+                follow_redirects=False,
+            )
+        )
+        plans = tuple(
+            AccountPlan(
+                account_id=account.id,
+                exchange=account.exchange,
+                client=build_venue_client(account, roster, settings, http, environ),
+                asset_map=account.asset_map,
+            )
+            for account in accounts
+        )
+        audit = resources.enter_context(open_audit(settings))
+    except BaseException:
+        resources.close()
+        raise
+    context = CycleContext(
+        book=FileBook(book.path),
+        prices=StaticPrices(roster.prices.table),
+        policy=roster.policy,
+        audit=audit,
+        retry=RetryPolicy(retries=settings.retry_count),
+        clock=utc_now,
+    )
+    return Runtime(plans, context, resources)
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((host, port)) == 0
+
+
+@contextmanager
+def embedded_sandbox(configuration: Configuration) -> Iterator[None]:
+    """With the built-in roster, serve the sandbox venue for the duration of the run.
+
+    If something already listens on the sandbox port (``recon sandbox`` in another shell),
+    that server is used instead.
+    """
+    if not configuration.uses_builtin_roster:
+        yield
+        return
+    if _port_in_use(SANDBOX_HOST, SANDBOX_PORT):
+        log.info("sandbox port %d is already served; using that server", SANDBOX_PORT)
+        yield
+        return
+    from infra.sandbox import SandboxServer, builtin_scenario_path
+
+    with SandboxServer(builtin_scenario_path(), host=SANDBOX_HOST, port=SANDBOX_PORT):
+        yield
+
+
+def serve_sandbox(scenario: Path | None, host: str, port: int) -> None:
+    """Run the sandbox venue in the foreground until interrupted."""
+    from infra.sandbox import builtin_scenario_path, serve
+
+    serve(scenario or builtin_scenario_path(), host=host, port=port)
+
+
+__all__ = [
+    "SANDBOX_PORT",
+    "Configuration",
+    "Runtime",
+    "build_runtime",
+    "builtin_roster_path",
+    "configure_logging",
+    "embedded_sandbox",
+    "load_configuration",
+    "open_audit",
+    "select_accounts",
+    "serve_sandbox",
+    "upgrade_audit",
+]

@@ -1,0 +1,186 @@
+"""One reconciliation cycle: fetch every venue account, read the book, compare, audit.
+
+The in-process path (``recon reconcile``) calls :func:`run_cycle`; the Celery workers call the
+same two halves separately: :func:`fetch_venue` in the chord's header and
+:func:`compare_and_report` in its join. So both paths share one comparison, one audit write and
+one retry policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from app.ports import AuditWriter, BookSource, PriceSource
+from domain.assets import to_book_codes
+from domain.policy import Policy
+from domain.reconcile import reconcile_account
+from domain.report import Cycle, FetchError, Report, SourceError
+from infra.venues.base import VenueClient
+from infra.venues.retry import RetryPolicy, call_with_retry
+
+log = logging.getLogger(__name__)
+
+#: Fixed namespace so that a report's id derives from (cycle, account): a redelivered
+#: request resumes the same cycle and writes the same ids, which the audit store ignores.
+RECONCILIATION_NAMESPACE = uuid.UUID("5b0f4c1e-8f7a-4c53-9a51-0d6c2a7e4f10")
+
+VenueOutcome = Mapping[str, Decimal] | FetchError
+Clock = Callable[[], datetime]
+
+
+def reconciliation_id(cycle_id: str, account_id: str) -> str:
+    """The report id of ``account_id`` in ``cycle_id``: stable across redeliveries."""
+    return str(uuid.uuid5(RECONCILIATION_NAMESPACE, f"{cycle_id}\x1f{account_id}"))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPlan:
+    """Everything needed to fetch one venue account (built by the composition root)."""
+
+    account_id: str
+    exchange: str
+    client: VenueClient
+    asset_map: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CycleContext:
+    """The adapters and policy a cycle runs with."""
+
+    book: BookSource
+    prices: PriceSource
+    policy: Policy
+    audit: AuditWriter
+    retry: RetryPolicy
+    clock: Clock
+
+
+def fetch_venue(plan: AccountPlan, retry: RetryPolicy) -> VenueOutcome:
+    """One account's venue balances in book codes, or the error that ended its retries."""
+
+    def on_retry(attempt: int, error: SourceError, delay: float) -> None:
+        log.warning(
+            "venue fetch failed, retrying: account=%s exchange=%s attempt=%d kind=%s "
+            "delay_s=%.3f error=%s",
+            plan.account_id,
+            plan.exchange,
+            attempt,
+            error.kind.value,
+            delay,
+            error.message,
+        )
+
+    try:
+        balances = call_with_retry(plan.client.fetch_balances, retry, on_retry=on_retry)
+    except SourceError as error:
+        log.error(
+            "venue fetch gave up: account=%s exchange=%s kind=%s error=%s",
+            plan.account_id,
+            plan.exchange,
+            error.kind.value,
+            error.message,
+        )
+        return error.to_fetch_error()
+    return to_book_codes(balances, plan.asset_map)
+
+
+def _read_book(book: BookSource, account_id: str) -> VenueOutcome:
+    try:
+        return book.balances(account_id)
+    except SourceError as error:
+        log.error("book read failed: account=%s kind=%s error=%s", account_id, error.kind, error)
+        return error.to_fetch_error()
+
+
+def compare_and_report(
+    *,
+    cycle_id: str,
+    started_at: datetime,
+    plans: Sequence[AccountPlan],
+    outcomes: Mapping[str, VenueOutcome],
+    context: CycleContext,
+) -> Cycle:
+    """Compare every account's venue outcome with its book, write the cycle's audit rows.
+
+    All rows of the cycle are written in one transaction; a failure of the audit store
+    propagates and leaves nothing written. Writing is idempotent on the report ids.
+    """
+    locals_by_account = {plan.account_id: _read_book(context.book, plan.account_id) for plan in plans}
+    assets: set[str] = set()
+    for side in (*locals_by_account.values(), *outcomes.values()):
+        if not isinstance(side, FetchError):
+            assets.update(side)
+    prices = context.prices.prices_for(sorted(assets))
+    reports: list[Report] = []
+    for plan in plans:
+        reports.append(
+            reconcile_account(
+                reconciliation_id=reconciliation_id(cycle_id, plan.account_id),
+                cycle_id=cycle_id,
+                account_id=plan.account_id,
+                exchange=plan.exchange,
+                reconciled_at=context.clock(),
+                local=locals_by_account[plan.account_id],
+                venue=outcomes[plan.account_id],
+                policy=context.policy,
+                prices=prices,
+            )
+        )
+    context.audit.record_cycle(reports)
+    cycle = Cycle(cycle_id, started_at, context.clock(), tuple(reports))
+    log.info(
+        "cycle finished: cycle=%s accounts=%d status=%s",
+        cycle_id,
+        len(reports),
+        cycle.status.value,
+    )
+    return cycle
+
+
+ProgressCallback = Callable[[str, VenueOutcome], None]
+
+
+def fetch_all(
+    plans: Sequence[AccountPlan],
+    retry: RetryPolicy,
+    *,
+    max_concurrency: int = 32,
+    on_fetched: ProgressCallback | None = None,
+) -> dict[str, VenueOutcome]:
+    """Fetch every account concurrently (threads over the shared HTTP clients)."""
+    if not plans:
+        return {}
+    outcomes: dict[str, VenueOutcome] = {}
+    with ThreadPoolExecutor(max_workers=min(max_concurrency, len(plans))) as pool:
+        futures = {pool.submit(fetch_venue, plan, retry): plan for plan in plans}
+        for future in as_completed(futures):
+            plan = futures[future]
+            outcome = future.result()
+            outcomes[plan.account_id] = outcome
+            if on_fetched is not None:
+                on_fetched(plan.account_id, outcome)
+    return outcomes
+
+
+def run_cycle(
+    *,
+    cycle_id: str,
+    plans: Sequence[AccountPlan],
+    context: CycleContext,
+    max_concurrency: int = 32,
+    on_fetched: ProgressCallback | None = None,
+) -> Cycle:
+    """A whole cycle in this process: concurrent fetches, then compare-and-report."""
+    started_at = context.clock()
+    outcomes = fetch_all(
+        plans, context.retry, max_concurrency=max_concurrency, on_fetched=on_fetched
+    )
+    return compare_and_report(
+        cycle_id=cycle_id, started_at=started_at, plans=plans, outcomes=outcomes, context=context
+    )

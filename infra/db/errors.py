@@ -1,0 +1,18 @@
+"""Failures of the audit store, one tree for the whole ``infra.db`` boundary.
+
+AuditStoreError           the audit store could not do what was asked (nothing was written)
+ └── SchemaNotReady       the database's schema is not at the migrations' head
+"""
+
+from __future__ import annotations
+
+
+class AuditStoreError(RuntimeError):
+    """Raised when a read or write of the audit store fails; a failed write wrote nothing.
+
+    Messages name the cycle or row and the database's error class, never a balance.
+    """
+
+
+class SchemaNotReady(AuditStoreError):
+    """Raised when a non-SQLite database is not migrated to head (run ``recon db upgrade``)."""

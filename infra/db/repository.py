@@ -1,0 +1,179 @@
+"""The audit store's repository: writes each cycle's reports once, reads whole reports back.
+
+A cycle is written in one transaction as one multi-row ``INSERT … ON CONFLICT
+(reconciliation_id) DO NOTHING``, so a redelivered cycle writes nothing twice and a failed
+write leaves nothing behind. Reads rebuild :class:`domain.report.Report` objects through the
+report JSON of :mod:`domain.serialization`, which also checks the stored status against them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, Select, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
+
+from domain.report import Report
+from domain.serialization import (
+    SerializationError,
+    format_timestamp,
+    report_from_json,
+    report_to_json,
+)
+from infra.db.engine import SQLITE_BEGIN_OPTION
+from infra.db.errors import AuditStoreError
+from infra.db.models import ReconciliationAudit
+
+logger = logging.getLogger(__name__)
+
+
+class AuditRepository:
+    """Reads and appends rows of ``reconciliation_audit`` through ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def record_cycle(self, reports: Sequence[Report]) -> int:
+        """Append one row per report, atomically; return how many rows were new.
+
+        Reports already recorded (same ``reconciliation_id``) are skipped. Any database failure
+        raises :class:`AuditStoreError` and writes nothing.
+        """
+        if not reports:
+            return 0
+        statement = self._insert_skipping_recorded([_row_of(report) for report in reports])
+        cycles = ", ".join(sorted({report.cycle_id for report in reports}))
+        try:
+            with self._engine.connect() as connection:
+                # SQLite: take the write lock at BEGIN; the other writers wait for it.
+                connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+                with connection.begin():
+                    written = connection.execute(statement).rowcount
+        except SQLAlchemyError as exc:
+            # from None: the driver's detail lines can quote a whole row, balances included.
+            raise AuditStoreError(
+                f"audit write of cycle {cycles} failed, nothing written: {_describe(exc)}"
+            ) from None
+        logger.debug("audit: cycle %s, %d of %d rows new", cycles, written, len(reports))
+        return written
+
+    def history(
+        self, *, account_id: str | None = None, exchange: str | None = None, limit: int = 50
+    ) -> list[Report]:
+        """The ``limit`` most recent reports, newest first, optionally of one account/venue."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = select(ReconciliationAudit)
+        if account_id is not None:
+            query = query.where(ReconciliationAudit.account_id == account_id)
+        if exchange is not None:
+            query = query.where(ReconciliationAudit.exchange_id == exchange)
+        query = query.order_by(
+            ReconciliationAudit.reconciliation_timestamp.desc(), ReconciliationAudit.id.desc()
+        ).limit(limit)
+        return [_report_of(row) for row in self._rows(query)]
+
+    def get(self, reconciliation_id: str) -> Report | None:
+        """The report recorded under ``reconciliation_id``, if any."""
+        query = select(ReconciliationAudit).where(
+            ReconciliationAudit.reconciliation_id == reconciliation_id
+        )
+        rows = self._rows(query)
+        return _report_of(rows[0]) if rows else None
+
+    def count_for_cycle(self, cycle_id: str) -> int:
+        """How many rows cycle ``cycle_id`` has."""
+        query = select(func.count()).where(ReconciliationAudit.cycle_id == cycle_id)
+        try:
+            with Session(self._engine) as session:
+                return session.scalar(query) or 0
+        except SQLAlchemyError as exc:
+            raise AuditStoreError(f"audit read failed: {_describe(exc)}") from None
+
+    def _rows(self, query: Select[ReconciliationAudit]) -> list[ReconciliationAudit]:
+        try:
+            with Session(self._engine) as session:
+                return list(session.scalars(query))
+        except SQLAlchemyError as exc:
+            raise AuditStoreError(f"audit read failed: {_describe(exc)}") from None
+
+    def _insert_skipping_recorded(self, rows: list[dict[str, Any]]) -> Insert:
+        dialect = self._engine.dialect.name
+        key = [ReconciliationAudit.reconciliation_id]
+        if dialect == "postgresql":
+            return (
+                postgresql.insert(ReconciliationAudit)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=key)
+            )
+        if dialect == "sqlite":
+            return (
+                sqlite.insert(ReconciliationAudit)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=key)
+            )
+        raise AuditStoreError(f"the audit store does not support the {dialect} dialect")
+
+
+def _row_of(report: Report) -> dict[str, Any]:
+    data = report_to_json(report)
+    return {
+        "reconciliation_id": report.reconciliation_id,
+        "cycle_id": report.cycle_id,
+        "account_id": report.account_id,
+        "exchange_id": report.exchange,
+        "reconciliation_timestamp": report.reconciled_at,
+        "status": report.status.value,
+        "discrepancy_count": len(report.discrepancies),
+        "local_balances_json": _dumps(data["local_balances"]),
+        "exchange_balances_json": _dumps(data["exchange_balances"]),
+        "discrepancies_json": _dumps(data["discrepancies"]),
+        "error_json": None if report.error is None else _dumps(data["error"]),
+    }
+
+
+def _report_of(row: ReconciliationAudit) -> Report:
+    try:
+        return report_from_json(
+            {
+                "reconciliation_id": row.reconciliation_id,
+                "cycle_id": row.cycle_id,
+                "account_id": row.account_id,
+                "exchange": row.exchange_id,
+                "reconciled_at": format_timestamp(row.reconciliation_timestamp),
+                "status": row.status,
+                "error": None if row.error_json is None else _loads(row.error_json),
+                "local_balances": _loads(row.local_balances_json),
+                "exchange_balances": _loads(row.exchange_balances_json),
+                "discrepancies": _loads(row.discrepancies_json),
+            }
+        )
+    except (SerializationError, ValueError) as exc:
+        raise AuditStoreError(
+            f"audit row {row.id} ({row.reconciliation_id}) is not a valid report: {exc}"
+        ) from exc
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _loads(text: str) -> Any:
+    # Amounts are stored as strings; numbers, were any there, must still never become floats.
+    return json.loads(text, parse_float=Decimal, parse_int=Decimal)
+
+
+def _describe(exc: SQLAlchemyError) -> str:
+    """The database error's class and first line: later lines (DETAIL) can quote row values."""
+    cause: BaseException = getattr(exc, "orig", None) or exc
+    return f"{type(cause).__name__}: {str(cause).partition(chr(10))[0]}"
+
+
+__all__ = ["AuditRepository", "AuditStoreError"]
