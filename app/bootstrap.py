@@ -26,6 +26,7 @@ from infra.config import (
     ConfigError,
     FileBookConfig,
     Roster,
+    SecretRef,
     Settings,
     builtin_roster_path,
     load_roster,
@@ -35,6 +36,7 @@ from infra.db.engine import create_audit_engine
 from infra.db.migrate import ensure_schema, upgrade
 from infra.db.repository import AuditRepository
 from infra.prices.static import StaticPrices
+from infra.sandbox import SandboxServer, builtin_scenario_path, serve
 from infra.venues.base import VenueClient
 from infra.venues.coinbase import CoinbaseClient, CoinbaseKeyError
 from infra.venues.dydx import DydxClient
@@ -82,8 +84,12 @@ def configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
-    # httpx logs every request URL at INFO; keep that at DEBUG-only verbosity.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # Libraries chatty at INFO (every request URL, every migration step, the embedded
+    # sandbox's start and stop) speak only at WARNING unless recon itself runs at DEBUG.
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    if logging.getLogger().level > logging.DEBUG:
+        for name in ("httpx", "alembic", "uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).setLevel(quiet)
 
 
 def select_accounts(
@@ -104,6 +110,14 @@ def select_accounts(
     return roster.accounts
 
 
+def _resolve(roster: Roster, ref: SecretRef, environ: Mapping[str, str], where: str) -> str:
+    """The secret behind ``ref``; a ConfigError names the file, the account and the field."""
+    try:
+        return roster.resolve_secret(ref, environ)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
 def build_venue_client(
     account: AccountConfig,
     roster: Roster,
@@ -117,8 +131,8 @@ def build_venue_client(
     if account.exchange == "coinbase":
         assert account.api_key is not None
         assert account.api_secret is not None
-        key_name = roster.resolve_secret(account.api_key, environ).strip()
-        secret = roster.resolve_secret(account.api_secret, environ)
+        key_name = _resolve(roster, account.api_key, environ, f"{where}: field 'api_key'").strip()
+        secret = _resolve(roster, account.api_secret, environ, f"{where}: field 'api_secret'")
         try:
             return CoinbaseClient(
                 http,
@@ -258,16 +272,12 @@ def embedded_sandbox(configuration: Configuration) -> Iterator[None]:
         log.info("sandbox port %d is already served; using that server", SANDBOX_PORT)
         yield
         return
-    from infra.sandbox import SandboxServer, builtin_scenario_path
-
     with SandboxServer(builtin_scenario_path(), host=SANDBOX_HOST, port=SANDBOX_PORT):
         yield
 
 
 def serve_sandbox(scenario: Path | None, host: str, port: int) -> None:
     """Run the sandbox venue in the foreground until interrupted."""
-    from infra.sandbox import builtin_scenario_path, serve
-
     serve(scenario or builtin_scenario_path(), host=host, port=port)
 
 

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from app import bootstrap
 from app.cycle import VenueOutcome, run_cycle
 from app.exit_codes import ExitCode
-from app.render import history_csv, print_cycle, reports_table
+from app.render import history_csv, output_console, print_cycle, reports_table
 from domain.report import FetchError
 from domain.serialization import cycle_to_json, report_to_json
 from infra.config import ConfigError
@@ -104,7 +104,7 @@ def reconcile(
         if as_json:
             click.echo(json.dumps(cycle_to_json(cycle), indent=2))
         else:
-            print_cycle(Console(), cycle)
+            print_cycle(output_console(), cycle)
         sys.exit(int(ExitCode.of_status(cycle.status)))
 
 
@@ -123,9 +123,7 @@ def history(
     with _configured() as configuration:
         try:
             with bootstrap.open_audit(configuration.settings) as repository:
-                reports = repository.history(
-                    account_id=account_id, exchange=exchange, limit=limit
-                )
+                reports = repository.history(account_id=account_id, exchange=exchange, limit=limit)
         except AuditStoreError as error:
             _fail(ExitCode.AUDIT_STORE, str(error))
         if as_json:
@@ -133,7 +131,7 @@ def history(
         elif as_csv:
             click.echo(history_csv(reports), nl=False)
         else:
-            Console().print(reports_table(reports, f"history ({len(reports)} reports)"))
+            output_console().print(reports_table(reports, f"history ({len(reports)} reports)"))
 
 
 @main.group()

@@ -111,7 +111,9 @@ def compare_and_report(
     All rows of the cycle are written in one transaction; a failure of the audit store
     propagates and leaves nothing written. Writing is idempotent on the report ids.
     """
-    locals_by_account = {plan.account_id: _read_book(context.book, plan.account_id) for plan in plans}
+    locals_by_account = {
+        plan.account_id: _read_book(context.book, plan.account_id) for plan in plans
+    }
     assets: set[str] = set()
     for side in (*locals_by_account.values(), *outcomes.values()):
         if not isinstance(side, FetchError):

@@ -28,12 +28,12 @@ def _status(status: Status) -> Text:
 def reports_table(reports: Sequence[Report], title: str) -> Table:
     """One row per report: account, venue, status, findings, error."""
     table = Table(title=title, title_justify="left")
-    table.add_column("account")
-    table.add_column("exchange")
-    table.add_column("status")
+    table.add_column("account", no_wrap=True)
+    table.add_column("exchange", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     table.add_column("findings", justify="right")
     table.add_column("detail")
-    table.add_column("reconciled at")
+    table.add_column("reconciled at (UTC)", no_wrap=True)
     for report in reports:
         if report.error is not None:
             detail = f"{report.error.kind.value}: {report.error.message}"
@@ -57,22 +57,37 @@ def discrepancies_table(reports: Sequence[Report]) -> Table | None:
     if not rows:
         return None
     table = Table(title="discrepancies", title_justify="left")
-    for name in ("account", "asset", "type", "book", "venue", "diff", "value USD", "severity"):
-        justify = "right" if name in {"book", "venue", "diff", "value USD"} else "left"
-        table.add_column(name, justify=justify)
+    for name in ("account", "asset", "type", "severity"):
+        table.add_column(name, no_wrap=True)
+    for name in ("book", "venue", "diff", "value USD"):
+        table.add_column(name, justify="right", no_wrap=True)
     for report, d in rows:
         kind = d.type.value if d.missing_from is None else f"{d.type.value} ({d.missing_from})"
+        severity = Status.of_severity(d.severity)
         table.add_row(
             report.account_id,
             d.asset,
             kind,
+            _status(severity) if severity is not Status.SUCCESS else Text("INFO"),
             format_amount(d.local),
             format_amount(d.exchange),
             format_amount(d.diff),
             "unpriced" if d.value_usd is None else format_amount(d.value_usd),
-            _status(Status.of_severity(d.severity)) if d.severity.name != "INFO" else Text("INFO"),
         )
     return table
+
+
+#: Width used when standard output is not a terminal (a pipe, a CI log): wide enough that
+#: amounts with 18 decimals are never wrapped or cut.
+PIPE_WIDTH = 160
+
+
+def output_console() -> Console:
+    """A console for standard output: the terminal's width, or :data:`PIPE_WIDTH` in a pipe."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPE_WIDTH)
+    return console
 
 
 def print_cycle(console: Console, cycle: Cycle) -> None:

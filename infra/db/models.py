@@ -118,4 +118,7 @@ class ReconciliationAudit(Base):
     operator_notes: Mapped[str | None] = mapped_column(Text)
 
 
-__all__ = ["MUTABLE_COLUMNS", "Base", "ReconciliationAudit", "UtcDateTime"]
+#: The table itself, for Core statements.
+AUDIT_TABLE: Final = Base.metadata.tables[ReconciliationAudit.__tablename__]
+
+__all__ = ["AUDIT_TABLE", "MUTABLE_COLUMNS", "Base", "ReconciliationAudit", "UtcDateTime"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import timedelta, timezone
 
 import pytest
 from sqlalchemy import Engine, delete, inspect, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Executable
 
+from domain.report import ErrorKind, FetchError
 from domain.serialization import report_to_json
 from infra.db import (
     AuditRepository,
@@ -89,7 +91,13 @@ def test_round_trip_and_idempotence(engine: Engine, repo: AuditRepository, cycle
     """Reports read back exactly as written (timestamps in UTC); a redelivery writes 0 rows."""
     reports = [
         make_report(cycle_id=cycle_id, account_id="cb-main"),
-        make_report(cycle_id=cycle_id, account_id="kr-main", exchange="kraken"),
+        make_report(
+            cycle_id=cycle_id,
+            account_id="kr-main",
+            exchange="kraken",
+            at=T0.astimezone(timezone(timedelta(hours=2))),
+            venue=FetchError(ErrorKind.AUTH, "kraken refused the API key"),
+        ),
     ]
     assert repo.record_cycle(reports) == 2
     assert repo.record_cycle(reports) == 0
@@ -161,12 +169,12 @@ def test_recovery_and_notes_may_be_recorded(
     ids=["delete", "truncate"],
 )
 def test_delete_and_truncate_are_refused(
-    engine: Engine, repo: AuditRepository, cycle_id: str, statement: object
+    engine: Engine, repo: AuditRepository, cycle_id: str, statement: Executable
 ) -> None:
     """The database refuses DELETE and TRUNCATE of audit rows."""
     repo.record_cycle([make_report(cycle_id=cycle_id)])
     with pytest.raises(IntegrityError, match="append-only"), engine.begin() as conn:
-        conn.execute(statement)  # type: ignore[call-overload]
+        conn.execute(statement)
     assert repo.count_for_cycle(cycle_id) == 1
 
 

@@ -15,7 +15,8 @@ from domain.serialization import SerializationError, cycle_to_json, report_from_
 
 
 @pytest.mark.parametrize(
-    "bad", ["NaN", "nan", "Infinity", "-Infinity", "1e400", "abc", "", "1,5", "0x10", 1.5, True, None]
+    "bad",
+    ["NaN", "nan", "Infinity", "-Infinity", "1e400", "abc", "", "1,5", "0x10", 1.5, True, None],
 )
 def test_parse_amount_refuses_bad_input(bad: object) -> None:
     """NaN, Infinity, absurd magnitudes, non-numeric text, floats and booleans are refused."""

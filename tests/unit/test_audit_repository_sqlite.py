@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,11 +29,11 @@ from infra.db import (
     upgrade,
 )
 from infra.db.migrate import is_at_head
-from infra.db.models import MUTABLE_COLUMNS, Base, ReconciliationAudit
+from infra.db.models import AUDIT_TABLE, MUTABLE_COLUMNS, Base
 
 T = TypeVar("T")
 
-AUDIT = Base.metadata.tables[ReconciliationAudit.__tablename__]
+AUDIT = AUDIT_TABLE
 FACT_COLUMNS = [c.name for c in AUDIT.columns if c.name not in MUTABLE_COLUMNS]
 T0 = datetime(2026, 11, 24, 0, 0, 1, tzinfo=UTC)
 PRICES = PriceTable({"BTC": Decimal("60000")})
@@ -163,6 +163,7 @@ def test_round_trip_keeps_every_fact_exactly(engine: Engine, repo: AuditReposito
     failed = make_report(
         account_id="kr-main",
         exchange="kraken",
+        at=(T0 + timedelta(microseconds=250)).astimezone(timezone(timedelta(hours=2))),
         venue=FetchError(ErrorKind.TIMEOUT, "kraken timed out after 4 attempts"),
     )
     assert warning.status is Status.WARNING

@@ -13,9 +13,8 @@ from domain.amounts import format_amount, parse_amount
 from domain.discrepancy import Side, compare
 from domain.policy import Policy, PriceTable
 from domain.reconcile import reconcile_account
-from domain.report import ErrorKind, FetchError
+from domain.report import Cycle, ErrorKind, FetchError
 from domain.serialization import cycle_from_json, cycle_to_json, report_from_json, report_to_json
-from domain.report import Cycle
 
 ASSETS = st.sampled_from(["BTC", "ETH", "USDC", "USD", "SOL", "DOGE", "ETH/USD:USDC", "NOPRICE"])
 AMOUNTS = st.decimals(
@@ -27,7 +26,7 @@ PRICES = PriceTable({"BTC": Decimal(60000), "ETH": Decimal("3000.5"), "SOL": Dec
 AT = datetime(2026, 11, 24, tzinfo=UTC)
 
 
-def _report(local: dict[str, Decimal], venue: dict[str, Decimal] | FetchError):  # type: ignore[no-untyped-def]
+def _report(local: dict[str, Decimal], venue: dict[str, Decimal] | FetchError):
     return reconcile_account(
         reconciliation_id="r1",
         cycle_id="c1",

@@ -1,7 +1,10 @@
 """The append-only audit table ``reconciliation_audit`` (DESIGN §5).
 
 The database itself refuses any change to a recorded fact and any DELETE (and TRUNCATE on
-PostgreSQL): only the recovery columns and ``operator_notes`` may be updated.
+PostgreSQL): only the recovery columns and ``operator_notes`` may be updated. SQLite refuses
+any UPDATE that names a fact column (even ``SET status = status``); PostgreSQL refuses any UPDATE
+that changes one. The triggers guard against the application and its users, not the table's
+owner, who can drop them: production should write as a role that does not own the table.
 
 Revision ID: 0001
 Revises:
