@@ -88,7 +88,7 @@ def configure_logging(settings: Settings) -> None:
     # sandbox's start and stop) speak only at WARNING unless recon itself runs at DEBUG.
     quiet = max(logging.WARNING, logging.getLogger().level)
     if logging.getLogger().level > logging.DEBUG:
-        for name in ("httpx", "alembic", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        for name in ("httpx", "alembic", "uvicorn", "uvicorn.error", "uvicorn.access", "kombu"):
             logging.getLogger(name).setLevel(quiet)
 
 

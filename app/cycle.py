@@ -49,6 +49,9 @@ class AccountPlan:
     asset_map: Mapping[str, str] = field(default_factory=dict)
 
 
+CycleObserver = Callable[["Cycle"], None]
+
+
 @dataclass(frozen=True, slots=True)
 class CycleContext:
     """The adapters and policy a cycle runs with."""
@@ -59,6 +62,8 @@ class CycleContext:
     audit: AuditWriter
     retry: RetryPolicy
     clock: Clock
+    #: Called with every cycle once its rows are written (metrics); never raises into it.
+    observers: tuple[CycleObserver, ...] = ()
 
 
 def fetch_venue(plan: AccountPlan, retry: RetryPolicy) -> VenueOutcome:
@@ -136,6 +141,11 @@ def compare_and_report(
         )
     context.audit.record_cycle(reports)
     cycle = Cycle(cycle_id, started_at, context.clock(), tuple(reports))
+    for observe in context.observers:
+        try:
+            observe(cycle)
+        except Exception:  # an observer (metrics) must never fail a written cycle
+            log.exception("cycle observer failed: cycle=%s", cycle_id)
     log.info(
         "cycle finished: cycle=%s accounts=%d status=%s",
         cycle_id,
@@ -146,6 +156,28 @@ def compare_and_report(
 
 
 ProgressCallback = Callable[[str, VenueOutcome], None]
+AttemptResult = Mapping[str, Decimal] | SourceError
+
+
+def fetch_attempt(
+    plans: Sequence[AccountPlan], *, max_concurrency: int = 32
+) -> dict[str, AttemptResult]:
+    """One attempt per account, concurrently: balances in book codes, or the venue's error.
+
+    The Celery header calls this once per (re)try, so retrying stays Celery's single layer.
+    """
+    if not plans:
+        return {}
+
+    def attempt(plan: AccountPlan) -> AttemptResult:
+        try:
+            return to_book_codes(plan.client.fetch_balances(), plan.asset_map)
+        except SourceError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=min(max_concurrency, len(plans))) as pool:
+        results = pool.map(attempt, plans)
+        return {plan.account_id: result for plan, result in zip(plans, results, strict=True)}
 
 
 def fetch_all(

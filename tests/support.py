@@ -156,7 +156,9 @@ def _toml_value(value: object) -> str:
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        )
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML for {type(value).__name__}")
@@ -197,7 +199,10 @@ def write_book(path: Path, accounts: Mapping[str, Mapping[str, str]]) -> Path:
 
 def recon_script() -> Path:
     """The installed ``recon`` console script of the running interpreter's environment."""
-    return Path(sys.executable).parent / "recon"
+    script = Path(sys.executable).parent / "recon"
+    if not script.is_file():
+        pytest.fail(f"{script} is missing: install the project (pip install -e '.[dev]') first")
+    return script
 
 
 def clean_environ(**overrides: str) -> dict[str, str]:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+from domain.report import SourceError
 from infra.venues.errors import TransientVenueError, VenueError, VenueRateLimited
 
 T = TypeVar("T")
@@ -59,7 +60,7 @@ class RetryPolicy:
         """The first attempt plus every retry."""
         return self.retries + 1
 
-    def delay_before_retry(self, retry_number: int, error: VenueError) -> float | None:
+    def delay_before_retry(self, retry_number: int, error: SourceError) -> float | None:
         """Seconds to wait before retry ``retry_number`` (1 = the first retry) after ``error``.
 
         None means do not retry: the error is permanent, the retries are spent, or the venue

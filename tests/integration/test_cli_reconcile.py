@@ -52,7 +52,10 @@ CB_PAGED = coinbase_venue(
     ],
 )
 DX_0 = dydx_venue(
-    "dx-0", subaccount=0, assets=[_long("USDC", "10200")], perpetuals=[_perp("ETH-USD", "SHORT", "1.5")]
+    "dx-0",
+    subaccount=0,
+    assets=[_long("USDC", "10200")],
+    perpetuals=[_perp("ETH-USD", "SHORT", "1.5")],
 )
 DX_1 = dydx_venue("dx-1", subaccount=1, assets=[_long("USDC", "5000")])
 MULTI_BOOK = {
@@ -181,7 +184,8 @@ def test_configuration_error_refuses_the_whole_run_before_any_work(
 
 # --- exit codes ------------------------------------------------------------------------------
 
-OUTCOMES = {
+Outcome = tuple[dict[str, Any], dict[str, dict[str, str]], str, int]
+OUTCOMES: dict[str, Outcome] = {
     "success": (
         dydx_venue("dx-0", subaccount=0, assets=[_long("USDC", "10000")]),
         {"dx-0": {"USDC": "10000"}},
@@ -209,7 +213,9 @@ OUTCOMES = {
 }
 
 
-@pytest.mark.parametrize(("venue", "book", "status", "code"), OUTCOMES.values(), ids=OUTCOMES.keys())
+@pytest.mark.parametrize(
+    ("venue", "book", "status", "code"), OUTCOMES.values(), ids=OUTCOMES.keys()
+)
 def test_exit_code_follows_the_cycle_status(
     desk: Desk, venue: dict[str, Any], book: dict[str, dict[str, str]], status: str, code: int
 ) -> None:
@@ -322,7 +328,9 @@ def test_zero_balances_on_both_sides_are_not_a_discrepancy(desk: Desk) -> None:
 def test_an_asset_on_one_side_only_is_missing_from_the_other(desk: Desk) -> None:
     """An asset the book lacks is missing from ``local``; one the venue lacks, from ``exchange``."""
     desk.start(
-        coinbase_venue("cb-x", balances=[coin("ETH", "1"), coin("USD", "50", kind="ACCOUNT_TYPE_FIAT")]),
+        coinbase_venue(
+            "cb-x", balances=[coin("ETH", "1"), coin("USD", "50", kind="ACCOUNT_TYPE_FIAT")]
+        ),
         book={"cb-x": {"BTC": "0.5", "USD": "50"}},
     )
 
@@ -334,7 +342,7 @@ def test_an_asset_on_one_side_only_is_missing_from_the_other(desk: Desk) -> None
     assert found["ETH"]["type"] == "missing"
     assert found["ETH"]["missing_from"] == "local"
     assert (found["ETH"]["local"], found["ETH"]["exchange"]) == ("0", "1")
-    assert found["ETH"]["value_usd"] == "3000"
+    assert (found["ETH"]["value_usd"], found["ETH"]["severity"]) == ("3000", "CRITICAL")
     assert found["BTC"]["type"] == "missing"
     assert found["BTC"]["missing_from"] == "exchange"
     assert (found["BTC"]["diff"], found["BTC"]["value_usd"]) == ("-0.5", "30000")

@@ -1,0 +1,58 @@
+"""The cycle as a Celery canvas: a chord of venue fetches joined by compare-and-report."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Literal
+
+from celery import chord
+from celery.canvas import Signature
+
+from app.cycle import AccountPlan
+from workers.app import app
+
+ResultShape = Literal["cycle", "report", "reports"]
+
+
+def venue_groups(plans: Sequence[AccountPlan]) -> list[list[str]]:
+    """Account ids grouped by venue: one chord header task per group (fetched concurrently
+    inside the task), in a stable order."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for plan in plans:
+        groups[plan.exchange].append(plan.account_id)
+    return [sorted(groups[exchange]) for exchange in sorted(groups)]
+
+
+def cycle_chord(
+    *,
+    cycle_id: str,
+    started_at: str,
+    plans: Sequence[AccountPlan],
+    skipped: Sequence[str],
+    shape: ResultShape,
+) -> Signature:
+    """``chord([fetch_venue(group) …], compare_and_report(…))`` for one cycle.
+
+    No ``expires`` on any part: an expired header task is REVOKED, which would sink the
+    chord (only the beat tick carries ``expires``).
+    """
+    header = [
+        app.signature(
+            "recon.fetch_venue",
+            kwargs={"cycle_id": cycle_id, "account_ids": group},
+            immutable=True,
+        )
+        for group in venue_groups(plans)
+    ]
+    body = app.signature(
+        "recon.compare_and_report",
+        kwargs={
+            "cycle_id": cycle_id,
+            "started_at": started_at,
+            "account_ids": [p.account_id for p in plans],
+            "skipped": list(skipped),
+            "shape": shape,
+        },
+    )
+    return chord(header, body)

@@ -1,0 +1,245 @@
+"""recon's Celery tasks (DESIGN §6). Each deserialises, calls plain functions of ``app``,
+serialises: amounts cross the broker as decimal strings, results are the §5 JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from celery import Task
+from celery.utils.log import get_task_logger
+
+from app.cycle import VenueOutcome, fetch_attempt
+from app.cycle import compare_and_report as compare_accounts
+from app.outcomes import OutcomeJson, outcome_to_json, outcomes_from_json
+from domain.report import Cycle, ErrorKind, FetchError, SourceError
+from domain.serialization import cycle_to_json, format_timestamp, report_to_json
+from infra.db.errors import AuditStoreError
+from workers.app import app
+from workers.canvas import ResultShape, cycle_chord
+from workers.payloads import (
+    InvalidTaskPayload,
+    check_arguments,
+    require_choice,
+    require_limit,
+    require_text,
+)
+from workers.runtime import WorkerRuntime, get_runtime
+
+log = get_task_logger(__name__)
+
+#: Waits before the join retries a failed audit write (database unreachable), in seconds.
+AUDIT_RETRY_DELAYS: Final = (1, 2, 5, 10, 30)
+AUDIT_MAX_RETRIES: Final = 60
+
+
+class AccountBusy(RuntimeError):
+    """Another running reconciliation holds the account (single flight)."""
+
+
+def _lock_ttl(runtime: WorkerRuntime) -> float:
+    """How long a cycle may hold its accounts before a crashed cycle stops blocking them."""
+    return max(120.0, 5 * float(runtime.configuration.settings.interval_seconds))
+
+
+def _start_cycle(
+    task: Task[Any, Any], runtime: WorkerRuntime, account_ids: Sequence[str], shape: ResultShape
+) -> Any:
+    """Take the accounts' locks under this request's id, then replace this task by the
+    cycle's chord: the caller's AsyncResult receives the join's result."""
+    cycle_id = str(task.request.id)  # a redelivered request resumes the same cycle
+    acquired = runtime.locks.acquire(account_ids, cycle_id, _lock_ttl(runtime))
+    if acquired.busy:
+        log.warning(
+            "skipping accounts already being reconciled: cycle=%s accounts=%s",
+            cycle_id,
+            ",".join(acquired.busy),
+        )
+    if not acquired.held:
+        if shape != "cycle":
+            raise AccountBusy(
+                f"{', '.join(acquired.busy)}: a running reconciliation holds the account; "
+                "try again when it ends"
+            )
+        now = runtime.context.clock()
+        return {**cycle_to_json(Cycle(cycle_id, now, now, ())), "skipped": list(acquired.busy)}
+    plans = runtime.plans_for(acquired.held)
+    signature = cycle_chord(
+        cycle_id=cycle_id,
+        started_at=format_timestamp(runtime.context.clock()),
+        plans=plans,
+        skipped=acquired.busy,
+        shape=shape,
+    )
+    raise task.replace(signature)
+
+
+@app.task(name="recon.tick", bind=True)
+def tick(self: Task[Any, Any]) -> Any:
+    """Beat's tick: reconcile every account (skipping any a running cycle holds)."""
+    runtime = get_runtime()
+    if not runtime.configuration.settings.enabled:
+        log.info("tick skipped: RECONCILIATION_ENABLED is false")
+        return {"status": "disabled"}
+    return _start_cycle(self, runtime, sorted(runtime.plans), "cycle")
+
+
+@app.task(name="recon.reconcile_all", bind=True)
+def reconcile_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
+    """On demand: every account; the result is the cycle."""
+    check_arguments("recon.reconcile_all", kwargs)
+    runtime = get_runtime()
+    return _start_cycle(self, runtime, sorted(runtime.plans), "cycle")
+
+
+@app.task(name="recon.reconcile_account", bind=True)
+def reconcile_account(self: Task[Any, Any], /, **kwargs: Any) -> Any:
+    """On demand: one account; the result is its report."""
+    name = "recon.reconcile_account"
+    check_arguments(name, kwargs, required=("account_id",))
+    runtime = get_runtime()
+    account_id = require_choice(name, "account_id", kwargs["account_id"], runtime.plans)
+    return _start_cycle(self, runtime, [account_id], "report")
+
+
+@app.task(name="recon.reconcile_exchange", bind=True)
+def reconcile_exchange(self: Task[Any, Any], /, **kwargs: Any) -> Any:
+    """On demand: every account of one venue; the result is the list of their reports."""
+    name = "recon.reconcile_exchange"
+    check_arguments(name, kwargs, required=("exchange",))
+    runtime = get_runtime()
+    exchanges = {plan.exchange for plan in runtime.plans.values()}
+    exchange = require_choice(name, "exchange", kwargs["exchange"], exchanges)
+    ids = sorted(a for a, plan in runtime.plans.items() if plan.exchange == exchange)
+    return _start_cycle(self, runtime, ids, "reports")
+
+
+@app.task(name="recon.get_history", bind=True)
+def get_history(self: Task[Any, Any], /, **kwargs: Any) -> list[dict[str, Any]]:
+    """Past reports from the audit store, newest first."""
+    name = "recon.get_history"
+    check_arguments(name, kwargs, optional=("account_id", "exchange", "limit"))
+    account_id = kwargs.get("account_id")
+    exchange = kwargs.get("exchange")
+    if account_id is not None:
+        require_text(name, "account_id", account_id)
+    if exchange is not None:
+        require_text(name, "exchange", exchange)
+    if account_id is not None and exchange is not None:
+        raise InvalidTaskPayload(f"{name}: give 'account_id' or 'exchange', not both")
+    limit = require_limit(name, "limit", kwargs.get("limit", 50))
+    audit = get_runtime().context.audit
+    history = getattr(audit, "history", None)
+    if history is None:
+        raise RuntimeError("the audit store cannot read history")
+    reports = history(account_id=account_id, exchange=exchange, limit=limit)
+    return [report_to_json(r) for r in reports]
+
+
+def _unexpected(error: BaseException) -> FetchError:
+    return FetchError(ErrorKind.UNAVAILABLE, f"internal error ({type(error).__name__})")
+
+
+@app.task(name="recon.fetch_venue", bind=True, max_retries=None)
+def fetch_venue(
+    self: Task[Any, Any],
+    *,
+    cycle_id: str,
+    account_ids: list[str],
+    done: dict[str, OutcomeJson] | None = None,
+) -> dict[str, OutcomeJson]:
+    """Chord header: one attempt per pending account; transient failures are retried by
+    Celery on the shared retry policy; once an account's retries are spent its outcome is
+    its error. Always returns, so one venue down never sinks the chord."""
+    runtime = get_runtime()
+    outcomes: dict[str, OutcomeJson] = dict(done or {})
+    pending = [a for a in account_ids if a not in outcomes]
+    try:
+        results = fetch_attempt(runtime.plans_for(pending))
+    except Exception as error:  # a bug must not sink the chord: record it per account
+        log.exception("venue fetch crashed: cycle=%s", cycle_id)
+        crash = _unexpected(error)
+        results = {a: SourceError(crash.message, crash.kind) for a in pending}
+    retry_number = self.request.retries + 1
+    waits: list[float] = []
+    for account_id, result in results.items():
+        if not isinstance(result, SourceError):
+            outcomes[account_id] = outcome_to_json(result)
+            continue
+        delay = runtime.context.retry.delay_before_retry(retry_number, result)
+        log.warning(
+            "venue fetch failed: cycle=%s account=%s attempt=%d kind=%s error=%s%s",
+            cycle_id,
+            account_id,
+            retry_number,
+            result.kind.value,
+            result.message,
+            "" if delay is None else f" retry_in_s={delay:.3f}",
+        )
+        if delay is None:
+            outcomes[account_id] = outcome_to_json(result.to_fetch_error())
+        else:
+            waits.append(delay)
+    if waits:
+        # The retry carries the outcomes already known; its kwargsrepr (what Flower and the
+        # logs show) leaves them out, as they hold balances.
+        options: dict[str, Any] = {
+            "kwargsrepr": repr({"cycle_id": cycle_id, "account_ids": account_ids})
+        }
+        raise self.retry(
+            kwargs={"cycle_id": cycle_id, "account_ids": account_ids, "done": outcomes},
+            countdown=max(waits),
+            **options,
+        )
+    return outcomes
+
+
+def _merge(results: Sequence[Mapping[str, OutcomeJson]]) -> dict[str, VenueOutcome]:
+    merged: dict[str, VenueOutcome] = {}
+    for part in results:
+        merged.update(outcomes_from_json(part))
+    return merged
+
+
+@app.task(name="recon.compare_and_report", bind=True, max_retries=AUDIT_MAX_RETRIES)
+def compare_and_report(
+    self: Task[Any, Any],
+    results: list[dict[str, OutcomeJson]],
+    *,
+    cycle_id: str,
+    started_at: str,
+    account_ids: list[str],
+    skipped: list[str],
+    shape: ResultShape,
+) -> Any:
+    """Chord join: compare every account, write the cycle's audit rows in one transaction,
+    release the accounts, return the cycle (or the report, or the reports)."""
+    runtime = get_runtime()
+    outcomes = _merge(results)
+    missing = [a for a in account_ids if a not in outcomes]
+    for account_id in missing:  # never read an absent outcome as a zero balance
+        outcomes[account_id] = FetchError(
+            ErrorKind.UNAVAILABLE, "no venue outcome reached the join"
+        )
+    try:
+        cycle = compare_accounts(
+            cycle_id=cycle_id,
+            started_at=datetime.fromisoformat(started_at).astimezone(UTC),
+            plans=runtime.plans_for(account_ids),
+            outcomes=outcomes,
+            context=runtime.context,
+        )
+    except AuditStoreError as error:
+        delays = AUDIT_RETRY_DELAYS
+        countdown = delays[min(self.request.retries, len(delays) - 1)]
+        log.error(
+            "audit write failed, will retry: cycle=%s in_s=%d error=%s", cycle_id, countdown, error
+        )
+        raise self.retry(exc=error, countdown=countdown) from None
+    runtime.locks.release(account_ids, cycle_id)
+    if shape == "report":
+        return report_to_json(cycle.reports[0])
+    if shape == "reports":
+        return [report_to_json(r) for r in cycle.reports]
+    return {**cycle_to_json(cycle), "skipped": list(skipped)}
