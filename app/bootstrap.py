@@ -205,6 +205,9 @@ def build_runtime(
 ) -> Runtime:
     """Every adapter a cycle over ``accounts`` needs; all configuration errors surface here."""
     settings, roster = configuration.settings, configuration.roster
+    # Every account's secrets, not only the selected ones: a configuration error refuses
+    # the whole run (DESIGN §2).
+    roster.check_secrets(environ)
     book = roster.book
     if not isinstance(book, FileBookConfig):
         raise ConfigError(

@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, text
 
-from app.cli import main
+from cli.main import main
 from infra.sandbox import DATA_DIR, SandboxServer, parse_scenario
 
 KEYS_DIR: Final = DATA_DIR / "keys"

@@ -34,15 +34,12 @@ def cycle_line(result: object) -> str | None:
     """One line summarising a finished cycle (no amounts), or None for other results."""
     if not isinstance(result, dict) or "reports" not in result or "cycle_id" not in result:
         return None
-    counts: dict[str, int] = {}
-    for report in result["reports"]:
-        counts[report["status"]] = counts.get(report["status"], 0) + 1
-    summary = " ".join(f"{status}={counts[status]}" for status in sorted(counts))
+    accounts = " ".join(f"{r['account_id']}={r['status']}" for r in result["reports"])
     skipped = result.get("skipped") or []
-    tail = f" skipped={','.join(skipped)}" if skipped else ""
+    tail = f" skipped(busy)={','.join(skipped)}" if skipped else ""
     return (
-        f"{result.get('finished_at', '')} cycle {result['cycle_id']} {result['status']} "
-        f"accounts={len(result['reports'])} {summary}{tail}"
+        f"{result.get('finished_at', '')} cycle {result['cycle_id']} {result['status']}: "
+        f"{accounts}{tail}"
     )
 
 
@@ -75,7 +72,8 @@ def run(
     app.conf.update(celeryconfig.options(settings))
     logs.install_redaction()
     get_runtime()  # configuration and audit schema problems surface before anything starts
-    beat = EmbeddedService(app, thread=True)
+    # An in-memory schedule (no celerybeat-schedule file); the first cycle starts at once.
+    beat = EmbeddedService(app, thread=True, scheduler_cls="celery.beat:Scheduler")
     if not isinstance(beat, threading.Thread):  # thread=True always gives the threaded one
         raise TypeError("embedded beat must be a thread")
     with bootstrap.embedded_sandbox(configuration), _print_cycles(out):
@@ -90,6 +88,7 @@ def run(
         )
         beat.start()
         try:
+            app.send_task("recon.tick")
             if ready is not None:
                 ready()
             worker.start()

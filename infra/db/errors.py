@@ -6,6 +6,8 @@ AuditStoreError           the audit store could not do what was asked (nothing w
 
 from __future__ import annotations
 
+from sqlalchemy.exc import SQLAlchemyError
+
 
 class AuditStoreError(RuntimeError):
     """Raised when a read or write of the audit store fails; a failed write wrote nothing.
@@ -16,3 +18,9 @@ class AuditStoreError(RuntimeError):
 
 class SchemaNotReady(AuditStoreError):
     """Raised when a non-SQLite database is not migrated to head (run ``recon db upgrade``)."""
+
+
+def describe_database_error(exc: SQLAlchemyError) -> str:
+    """The database error's class and first line: later lines (DETAIL) can quote row values."""
+    cause: BaseException = getattr(exc, "orig", None) or exc
+    return f"{type(cause).__name__}: {str(cause).partition(chr(10))[0]}"

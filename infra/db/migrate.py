@@ -24,7 +24,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from infra.db.engine import SQLITE_BEGIN_OPTION, create_audit_engine
-from infra.db.errors import AuditStoreError, SchemaNotReady
+from infra.db.errors import AuditStoreError, SchemaNotReady, describe_database_error
 
 MIGRATIONS_PACKAGE: Final = "infra.db.migrations"
 
@@ -73,9 +73,10 @@ def is_at_head(engine: Engine) -> bool:
         with engine.connect() as connection:
             current = set(MigrationContext.configure(connection).get_current_heads())
     except SQLAlchemyError as exc:
+        where = engine.url.render_as_string(hide_password=True)
         raise AuditStoreError(
-            f"cannot read the audit schema's revision: {type(exc).__name__}"
-        ) from exc
+            f"cannot open the audit store {where}: {describe_database_error(exc)}"
+        ) from None
     return current == heads
 
 

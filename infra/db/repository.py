@@ -28,7 +28,7 @@ from domain.serialization import (
     report_to_json,
 )
 from infra.db.engine import SQLITE_BEGIN_OPTION
-from infra.db.errors import AuditStoreError
+from infra.db.errors import AuditStoreError, describe_database_error
 from infra.db.models import AUDIT_TABLE, MUTABLE_COLUMNS, ReconciliationAudit
 
 logger = logging.getLogger(__name__)
@@ -75,8 +75,9 @@ class AuditRepository:
                     written = len(result.all())
         except SQLAlchemyError as exc:
             # from None: the driver's detail lines can quote a whole row, balances included.
+            reason = describe_database_error(exc)
             raise AuditStoreError(
-                f"audit write of cycle {cycles} failed, nothing written: {_describe(exc)}"
+                f"audit write of cycle {cycles} failed, nothing written: {reason}"
             ) from None
         logger.debug("audit: cycle %s, %d of %d rows new", cycles, written, len(reports))
         return written
@@ -112,14 +113,14 @@ class AuditRepository:
             with Session(self._engine) as session:
                 return session.scalar(query) or 0
         except SQLAlchemyError as exc:
-            raise AuditStoreError(f"audit read failed: {_describe(exc)}") from None
+            raise AuditStoreError(f"audit read failed: {describe_database_error(exc)}") from None
 
     def _rows(self, query: Select[ReconciliationAudit]) -> list[ReconciliationAudit]:
         try:
             with Session(self._engine) as session:
                 return list(session.scalars(query))
         except SQLAlchemyError as exc:
-            raise AuditStoreError(f"audit read failed: {_describe(exc)}") from None
+            raise AuditStoreError(f"audit read failed: {describe_database_error(exc)}") from None
 
 
 def _cycle_insert(dialect: str) -> tuple[ReturningInsert[int], Callable[[_Rows], _Params]]:
@@ -202,12 +203,6 @@ def _dumps(value: object) -> str:
 def _loads(text: str) -> Any:
     # Amounts are stored as strings; numbers, were any there, must still never become floats.
     return json.loads(text, parse_float=Decimal, parse_int=Decimal)
-
-
-def _describe(exc: SQLAlchemyError) -> str:
-    """The database error's class and first line: later lines (DETAIL) can quote row values."""
-    cause: BaseException = getattr(exc, "orig", None) or exc
-    return f"{type(cause).__name__}: {str(cause).partition(chr(10))[0]}"
 
 
 __all__ = ["AuditRepository", "AuditStoreError"]

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.render import HISTORY_COLUMNS
+from cli.render import HISTORY_COLUMNS
 from tests.support import recon_script
 
 #: What ``recon reconcile --all`` finds on the built-in demo desk, account by account.

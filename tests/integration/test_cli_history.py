@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.render import HISTORY_COLUMNS
+from cli.render import HISTORY_COLUMNS
 from domain.amounts import parse_amount
 from tests.support import (
     Desk,

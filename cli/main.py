@@ -18,12 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app import bootstrap
 from app.cycle import VenueOutcome, run_cycle
-from app.exit_codes import ExitCode
-from app.render import history_csv, output_console, print_cycle, reports_table
+from cli.exit_codes import ExitCode
+from cli.render import history_csv, output_console, print_cycle, reports_table
 from domain.report import FetchError
 from domain.serialization import cycle_to_json, report_to_json
 from infra.config import ConfigError
 from infra.db.errors import AuditStoreError
+from workers import embedded
 
 log = logging.getLogger("recon")
 
@@ -148,6 +149,24 @@ def upgrade() -> None:
         except AuditStoreError as error:
             _fail(ExitCode.AUDIT_STORE, str(error))
         click.echo("audit store is at the latest schema", err=True)
+
+
+@main.command()
+def up() -> None:
+    """Worker + beat + sandbox in one process on the embedded default; Ctrl-C stops it."""
+    with _configured() as configuration:
+        if configuration.settings.broker_url is not None:
+            _fail(
+                ExitCode.CONFIG,
+                "recon up runs the embedded default: unset RECONCILIATION_BROKER_URL, or run "
+                "`celery -A workers worker` and `celery -A workers beat` against your broker",
+            )
+        try:
+            embedded.run(configuration)
+        except ConfigError as error:
+            _fail(ExitCode.CONFIG, f"configuration refused: {error}")
+        except AuditStoreError as error:
+            _fail(ExitCode.AUDIT_STORE, str(error))
 
 
 @main.command()

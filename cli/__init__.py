@@ -1,0 +1,1 @@
+"""The ``recon`` command line: the outermost layer, over ``workers`` and ``app``."""
