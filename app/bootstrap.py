@@ -19,7 +19,7 @@ from typing import Final
 
 import httpx
 
-from app.cycle import AccountPlan, CycleContext
+from app.cycle import AccountPlan, CycleContext, CycleObserver
 from infra.book.file_book import FileBook
 from infra.config import (
     AccountConfig,
@@ -202,6 +202,8 @@ def build_runtime(
     configuration: Configuration,
     accounts: Sequence[AccountConfig],
     environ: Mapping[str, str],
+    *,
+    observers: Sequence[CycleObserver] = (),
 ) -> Runtime:
     """Every adapter a cycle over ``accounts`` needs; all configuration errors surface here."""
     settings, roster = configuration.settings, configuration.roster
@@ -251,6 +253,7 @@ def build_runtime(
         audit=audit,
         retry=RetryPolicy(retries=settings.retry_count),
         clock=utc_now,
+        observers=tuple(observers),
     )
     return Runtime(plans, context, resources)
 

@@ -14,6 +14,7 @@ from app import bootstrap
 from app.cycle import AccountPlan, CycleContext
 from infra.config import ConfigError
 from infra.locks import AccountLocks, LocalAccountLocks, RedisAccountLocks
+from infra.metrics.prometheus import CycleMetrics
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,36 @@ class WorkerRuntime:
 _lock = threading.Lock()
 _runtime: WorkerRuntime | None = None
 _local_locks = LocalAccountLocks()
+_metrics: CycleMetrics | None = None
+
+
+def process_metrics() -> CycleMetrics:
+    """This process's metrics registry (created on first use)."""
+    global _metrics  # noqa: PLW0603 - one registry per process, by design
+    if _metrics is None:
+        _metrics = CycleMetrics()
+    return _metrics
+
+
+def serve_metrics(port: int) -> None:
+    """Serve this process's metrics on ``port``; a port in use is logged, not fatal."""
+    if port == 0:
+        return
+    try:
+        process_metrics().serve(port)
+    except OSError as error:
+        log.warning("metrics not served: port %d: %s", port, error.strerror)
 
 
 def build_worker_runtime() -> WorkerRuntime:
     """Load the configuration and build every adapter (ConfigError names any problem)."""
     configuration = bootstrap.load_configuration(os.environ)
-    runtime = bootstrap.build_runtime(configuration, configuration.roster.accounts, os.environ)
+    runtime = bootstrap.build_runtime(
+        configuration,
+        configuration.roster.accounts,
+        os.environ,
+        observers=(process_metrics().observe,),
+    )
     resources = ExitStack()
     resources.push(runtime)
     broker = configuration.settings.broker_url

@@ -55,6 +55,7 @@ _RULES: Final[Mapping[str, str]] = {
     "confirm_delay_seconds": "must be a number of seconds, 0 or more",
     "operator_tokens": "must be name=token pairs separated by commas, or file:/path",
     "alert_min_severity": "must be one of WARNING, ERROR, CRITICAL",
+    "metrics_port": "must be a TCP port from 1 to 65535, or 0 for no metrics endpoint",
 }
 _URL_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -152,6 +153,8 @@ class Settings(BaseSettings):
     confirm_delay_seconds: Seconds = Field(default=5, ge=0)
     operator_tokens: NonEmptySecret | None = None
     alert_min_severity: Annotated[AlertSeverity, BeforeValidator(_upper)] = "WARNING"
+    #: Where each worker process serves its Prometheus metrics (0: none). Beyond DESIGN §2.
+    metrics_port: int = Field(default=9808, ge=0, le=65535)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,1 @@
+"""Prometheus metrics of reconciliation cycles (the seed's figures)."""
