@@ -50,6 +50,11 @@ SANDBOX_HOST: Final = "127.0.0.1"
 #: Concurrent connections of the shared HTTP client: one per in-flight venue request.
 HTTP_MAX_CONNECTIONS: Final = 64
 SUPPORTED_EXCHANGES: Final = ("coinbase", "dydx")
+#: Each venue's public API, used when an account sets no ``base_url``.
+DEFAULT_BASE_URLS: Final = {
+    "coinbase": "https://api.coinbase.com",
+    "dydx": "https://indexer.dydx.trade",
+}
 
 
 def utc_now() -> datetime:
@@ -118,6 +123,11 @@ def _resolve(roster: Roster, ref: SecretRef, environ: Mapping[str, str], where: 
         raise ConfigError(f"{where}: {error}") from None
 
 
+def base_url_of(account: AccountConfig) -> str:
+    """The endpoint ``account`` is read from: its own ``base_url`` or the venue's public one."""
+    return account.base_url or DEFAULT_BASE_URLS.get(account.exchange, "")
+
+
 def build_venue_client(
     account: AccountConfig,
     roster: Roster,
@@ -136,7 +146,7 @@ def build_venue_client(
         try:
             return CoinbaseClient(
                 http,
-                base_url=account.base_url or "https://api.coinbase.com",
+                base_url=base_url_of(account),
                 key_name=key_name,
                 private_key_pem=secret,
                 timeout=timeout,
@@ -148,7 +158,7 @@ def build_venue_client(
         try:
             return DydxClient(
                 http,
-                base_url=account.base_url or "https://indexer.dydx.trade",
+                base_url=base_url_of(account),
                 address=account.address,
                 subaccount=account.subaccount,
                 timeout=timeout,
@@ -239,6 +249,7 @@ def build_runtime(
                 exchange=account.exchange,
                 client=build_venue_client(account, roster, settings, http, environ),
                 asset_map=account.asset_map,
+                base_url=base_url_of(account),
             )
             for account in accounts
         )

@@ -47,6 +47,9 @@ class AccountPlan:
     exchange: str
     client: VenueClient
     asset_map: Mapping[str, str] = field(default_factory=dict)
+    #: ``scheme://host[:port]`` the client talks to: with the venue, the scope that
+    #: accounts share (a venue endpoint, and for IP-limited venues one rate budget).
+    base_url: str = ""
 
 
 CycleObserver = Callable[["Cycle"], None]

@@ -15,13 +15,20 @@ from workers.app import app
 ResultShape = Literal["cycle", "report", "reports"]
 
 
-def venue_groups(plans: Sequence[AccountPlan]) -> list[list[str]]:
-    """Account ids grouped by venue: one chord header task per group (fetched concurrently
-    inside the task), in a stable order."""
-    groups: dict[str, list[str]] = defaultdict(list)
+def venue_groups(plans: Sequence[AccountPlan], batch_size: int) -> list[list[str]]:
+    """Account ids grouped by venue endpoint (exchange and base URL), each group cut into
+    batches of at most ``batch_size``: one chord header task per batch, whose accounts are
+    fetched concurrently inside the task. Stable order."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for plan in plans:
-        groups[plan.exchange].append(plan.account_id)
-    return [sorted(groups[exchange]) for exchange in sorted(groups)]
+        groups[(plan.exchange, plan.base_url)].append(plan.account_id)
+    batches: list[list[str]] = []
+    for key in sorted(groups):
+        ids = sorted(groups[key])
+        batches.extend(ids[i : i + batch_size] for i in range(0, len(ids), batch_size))
+    return batches
 
 
 def cycle_chord(
@@ -31,6 +38,7 @@ def cycle_chord(
     plans: Sequence[AccountPlan],
     skipped: Sequence[str],
     shape: ResultShape,
+    batch_size: int,
 ) -> Signature:
     """``chord([fetch_venue(group) …], compare_and_report(…))`` for one cycle.
 
@@ -43,7 +51,7 @@ def cycle_chord(
             kwargs={"cycle_id": cycle_id, "account_ids": group},
             immutable=True,
         )
-        for group in venue_groups(plans)
+        for group in venue_groups(plans, batch_size)
     ]
     body = app.signature(
         "recon.compare_and_report",

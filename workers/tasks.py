@@ -71,6 +71,7 @@ def _start_cycle(
         plans=plans,
         skipped=acquired.busy,
         shape=shape,
+        batch_size=runtime.configuration.settings.fetch_batch_size,
     )
     raise task.replace(signature)
 

@@ -56,6 +56,7 @@ _RULES: Final[Mapping[str, str]] = {
     "operator_tokens": "must be name=token pairs separated by commas, or file:/path",
     "alert_min_severity": "must be one of WARNING, ERROR, CRITICAL",
     "metrics_port": "must be a TCP port from 1 to 65535, or 0 for no metrics endpoint",
+    "fetch_batch_size": "must be an integer from 1 to 10000",
 }
 _URL_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -155,6 +156,9 @@ class Settings(BaseSettings):
     alert_min_severity: Annotated[AlertSeverity, BeforeValidator(_upper)] = "WARNING"
     #: Where each worker process serves its Prometheus metrics (0: none). Beyond DESIGN §2.
     metrics_port: int = Field(default=9808, ge=0, le=65535)
+    #: Most accounts one chord header task fetches (concurrently); an endpoint with more
+    #: accounts is split over several tasks. Beyond DESIGN §2; see the README's figures.
+    fetch_batch_size: int = Field(default=50, ge=1, le=10_000)
 
     @classmethod
     def settings_customise_sources(
