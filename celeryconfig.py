@@ -4,6 +4,9 @@ The worker app loads this module lazily (``config_from_object("celeryconfig")``)
 environment is read when a worker, beat or Flower starts, not when ``workers`` is imported.
 :func:`options` is the pure mapping from settings to Celery settings, used by tests and by the
 embedded default.
+
+Celery reads each setting as an attribute of this module, so no module-level name may be a
+Celery setting's name (a function called ``beat_schedule`` would hide the schedule from beat).
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ EMBEDDED_BROKER: Final = "memory://"
 EMBEDDED_BACKEND: Final = "cache+memory://"
 #: The queue other services reach with a bare ``send_task(name, kwargs=…)``.
 DEFAULT_QUEUE: Final = "celery"
-#: Seconds a reserved, unacknowledged message waits before Redis hands it to another worker
-#: (a SIGKILLed worker's in-flight tasks). Every task here finishes in one attempt's time
-#: (timeouts included) far below this; retries' countdowns are at most a few seconds.
-REDELIVERY_SECONDS: Final = 60
+#: Seconds between a worker's sweeps for unacknowledged messages past the redelivery timeout
+#: (``RECONCILIATION_REDELIVERY_SECONDS``). Every sweep scans (throttle 1): kombu's default
+#: scans on every 10th sweep only, which would add up to 50 s to a lost task's redelivery.
+RESTORE_SWEEP_SECONDS: Final = 5
 
 
-def beat_schedule(settings: Settings) -> dict[str, Any]:
+def tick_schedule(settings: Settings) -> dict[str, Any]:
     """The tick, every ``RECONCILIATION_INTERVAL_SECONDS``; a tick not started before the
     next one is due expires instead of piling up."""
     interval = float(settings.interval_seconds)
@@ -47,7 +50,11 @@ def options(settings: Settings) -> dict[str, Any]:
     transport: dict[str, Any] = (
         {"polling_interval": 0.01}
         if embedded
-        else {"visibility_timeout": REDELIVERY_SECONDS, "unacked_restore_interval": 5}
+        else {
+            "visibility_timeout": float(settings.redelivery_seconds),
+            "unacked_restore_interval": RESTORE_SWEEP_SECONDS,
+            "unacked_restore_throttle": 1,
+        }
     )
     return {
         "broker_url": broker,
@@ -74,7 +81,7 @@ def options(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "enable_utc": True,
-        "beat_schedule": beat_schedule(settings),
+        "beat_schedule": tick_schedule(settings),
     }
 
 

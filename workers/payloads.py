@@ -4,7 +4,7 @@ failure — never a retry loop."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 
@@ -18,12 +18,19 @@ def check_arguments(
     *,
     required: Collection[str] = (),
     optional: Collection[str] = (),
+    positional: Sequence[Any] = (),
 ) -> None:
-    """Refuse unknown or missing keyword arguments."""
+    """Refuse positional arguments (their values are not repeated: one may be a secret) and
+    unknown or missing keyword arguments."""
     allowed = set(required) | set(optional)
+    takes = ", ".join(sorted(allowed)) or "no arguments"
+    if positional:
+        raise InvalidTaskPayload(
+            f"{task}: {len(positional)} positional argument(s) given; pass keyword arguments "
+            f"only (it takes: {takes})"
+        )
     unknown = sorted(set(kwargs) - allowed)
     if unknown:
-        takes = ", ".join(sorted(allowed)) or "no arguments"
         raise InvalidTaskPayload(
             f"{task}: unknown argument {', '.join(map(repr, unknown))} (it takes: {takes})"
         )

@@ -3,11 +3,13 @@ serialises: amounts cross the broker as decimal strings, results are the §5 JSO
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from celery import Task
+from celery.canvas import Signature
 from celery.utils.log import get_task_logger
 
 from app.cycle import VenueOutcome, fetch_attempt
@@ -32,6 +34,11 @@ log = get_task_logger(__name__)
 #: Waits before the join retries a failed audit write (database unreachable), in seconds.
 AUDIT_RETRY_DELAYS: Final = (1, 2, 5, 10, 30)
 AUDIT_MAX_RETRIES: Final = 60
+#: Results hold balances: their text in task events (what Flower shows) is cut to nothing;
+#: callers read the whole result from the result backend.
+RESULT_REPR_SIZE: Final = 0
+#: Namespace of the join ids of ticked cycles (see :func:`join_id`).
+JOIN_NAMESPACE: Final = uuid.UUID("0e3b9f55-93c5-4f0e-8b7f-2c1d6a4e9b21")
 
 
 class AccountBusy(RuntimeError):
@@ -43,12 +50,17 @@ def _lock_ttl(runtime: WorkerRuntime) -> float:
     return max(120.0, 5 * float(runtime.configuration.settings.interval_seconds))
 
 
-def _start_cycle(
+def join_id(cycle_id: str) -> str:
+    """The task id of a ticked cycle's join: derived, so a redelivered tick reuses it."""
+    return str(uuid.uuid5(JOIN_NAMESPACE, cycle_id))
+
+
+def _cycle_signature(
     task: Task[Any, Any], runtime: WorkerRuntime, account_ids: Sequence[str], shape: ResultShape
-) -> Any:
-    """Take the accounts' locks under this request's id, then replace this task by the
-    cycle's chord: the caller's AsyncResult receives the join's result."""
-    cycle_id = str(task.request.id)  # a redelivered request resumes the same cycle
+) -> tuple[str, Signature | None, tuple[str, ...]]:
+    """Take the accounts' locks under this request's id (a redelivered request resumes the
+    same cycle) and build the cycle's chord; None when every account is busy."""
+    cycle_id = str(task.request.id)
     acquired = runtime.locks.acquire(account_ids, cycle_id, _lock_ttl(runtime))
     if acquired.busy:
         log.warning(
@@ -57,58 +69,84 @@ def _start_cycle(
             ",".join(acquired.busy),
         )
     if not acquired.held:
-        if shape != "cycle":
-            raise AccountBusy(
-                f"{', '.join(acquired.busy)}: a running reconciliation holds the account; "
-                "try again when it ends"
-            )
-        now = runtime.context.clock()
-        return {**cycle_to_json(Cycle(cycle_id, now, now, ())), "skipped": list(acquired.busy)}
-    plans = runtime.plans_for(acquired.held)
+        return cycle_id, None, acquired.busy
     signature = cycle_chord(
         cycle_id=cycle_id,
         started_at=format_timestamp(runtime.context.clock()),
-        plans=plans,
+        plans=runtime.plans_for(acquired.held),
         skipped=acquired.busy,
         shape=shape,
         batch_size=runtime.configuration.settings.fetch_batch_size,
     )
+    return cycle_id, signature, acquired.busy
+
+
+def _start_cycle(
+    task: Task[Any, Any], runtime: WorkerRuntime, account_ids: Sequence[str], shape: ResultShape
+) -> Any:
+    """Replace this task by the cycle's chord: the caller's AsyncResult receives the join's
+    result, and no worker blocks on ``.get()``."""
+    cycle_id, signature, busy = _cycle_signature(task, runtime, account_ids, shape)
+    if signature is None:
+        if shape != "cycle":
+            raise AccountBusy(
+                f"{', '.join(busy)}: a running reconciliation holds the account; "
+                "try again when it ends"
+            )
+        now = runtime.context.clock()
+        return {**cycle_to_json(Cycle(cycle_id, now, now, ())), "skipped": list(busy)}
     raise task.replace(signature)
 
 
-@app.task(name="recon.tick", bind=True)
-def tick(self: Task[Any, Any]) -> Any:
-    """Beat's tick: reconcile every account (skipping any a running cycle holds)."""
+@app.task(name="recon.tick", bind=True, resultrepr_maxsize=RESULT_REPR_SIZE)
+def tick(self: Task[Any, Any]) -> dict[str, Any]:
+    """Beat's tick: start a cycle over every account (skipping any a running cycle holds).
+
+    Unlike the on-demand tasks, the tick launches its chord instead of replacing itself, so
+    monitoring lists it under its own name; its result says which cycle it started, and the
+    cycle itself is the result of the join (``join_id``).
+    """
     runtime = get_runtime()
     if not runtime.configuration.settings.enabled:
         log.info("tick skipped: RECONCILIATION_ENABLED is false")
         return {"status": "disabled"}
-    return _start_cycle(self, runtime, sorted(runtime.plans), "cycle")
+    cycle_id, signature, busy = _cycle_signature(self, runtime, sorted(runtime.plans), "cycle")
+    started = sorted(set(runtime.plans) - set(busy))
+    if signature is not None:
+        signature.apply_async(task_id=join_id(cycle_id))
+    log.info("cycle started: cycle=%s accounts=%d skipped=%d", cycle_id, len(started), len(busy))
+    return {
+        "status": "started" if signature is not None else "all_busy",
+        "cycle_id": cycle_id,
+        "join_id": join_id(cycle_id) if signature is not None else None,
+        "accounts": started,
+        "skipped": list(busy),
+    }
 
 
-@app.task(name="recon.reconcile_all", bind=True)
-def reconcile_all(self: Task[Any, Any], /, **kwargs: Any) -> Any:
+@app.task(name="recon.reconcile_all", bind=True, resultrepr_maxsize=RESULT_REPR_SIZE)
+def reconcile_all(self: Task[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
     """On demand: every account; the result is the cycle."""
-    check_arguments("recon.reconcile_all", kwargs)
+    check_arguments("recon.reconcile_all", kwargs, positional=args)
     runtime = get_runtime()
     return _start_cycle(self, runtime, sorted(runtime.plans), "cycle")
 
 
-@app.task(name="recon.reconcile_account", bind=True)
-def reconcile_account(self: Task[Any, Any], /, **kwargs: Any) -> Any:
+@app.task(name="recon.reconcile_account", bind=True, resultrepr_maxsize=RESULT_REPR_SIZE)
+def reconcile_account(self: Task[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
     """On demand: one account; the result is its report."""
     name = "recon.reconcile_account"
-    check_arguments(name, kwargs, required=("account_id",))
+    check_arguments(name, kwargs, required=("account_id",), positional=args)
     runtime = get_runtime()
     account_id = require_choice(name, "account_id", kwargs["account_id"], runtime.plans)
     return _start_cycle(self, runtime, [account_id], "report")
 
 
-@app.task(name="recon.reconcile_exchange", bind=True)
-def reconcile_exchange(self: Task[Any, Any], /, **kwargs: Any) -> Any:
+@app.task(name="recon.reconcile_exchange", bind=True, resultrepr_maxsize=RESULT_REPR_SIZE)
+def reconcile_exchange(self: Task[Any, Any], /, *args: Any, **kwargs: Any) -> Any:
     """On demand: every account of one venue; the result is the list of their reports."""
     name = "recon.reconcile_exchange"
-    check_arguments(name, kwargs, required=("exchange",))
+    check_arguments(name, kwargs, required=("exchange",), positional=args)
     runtime = get_runtime()
     exchanges = {plan.exchange for plan in runtime.plans.values()}
     exchange = require_choice(name, "exchange", kwargs["exchange"], exchanges)
@@ -116,11 +154,11 @@ def reconcile_exchange(self: Task[Any, Any], /, **kwargs: Any) -> Any:
     return _start_cycle(self, runtime, ids, "reports")
 
 
-@app.task(name="recon.get_history", bind=True)
-def get_history(self: Task[Any, Any], /, **kwargs: Any) -> list[dict[str, Any]]:
+@app.task(name="recon.get_history", bind=True, resultrepr_maxsize=RESULT_REPR_SIZE)
+def get_history(self: Task[Any, Any], /, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
     """Past reports from the audit store, newest first."""
     name = "recon.get_history"
-    check_arguments(name, kwargs, optional=("account_id", "exchange", "limit"))
+    check_arguments(name, kwargs, optional=("account_id", "exchange", "limit"), positional=args)
     account_id = kwargs.get("account_id")
     exchange = kwargs.get("exchange")
     if account_id is not None:
@@ -142,7 +180,9 @@ def _unexpected(error: BaseException) -> FetchError:
     return FetchError(ErrorKind.UNAVAILABLE, f"internal error ({type(error).__name__})")
 
 
-@app.task(name="recon.fetch_venue", bind=True, max_retries=None)
+@app.task(
+    name="recon.fetch_venue", bind=True, resultrepr_maxsize=RESULT_REPR_SIZE, max_retries=None
+)
 def fetch_venue(
     self: Task[Any, Any],
     *,
@@ -203,7 +243,12 @@ def _merge(results: Sequence[Mapping[str, OutcomeJson]]) -> dict[str, VenueOutco
     return merged
 
 
-@app.task(name="recon.compare_and_report", bind=True, max_retries=AUDIT_MAX_RETRIES)
+@app.task(
+    name="recon.compare_and_report",
+    bind=True,
+    resultrepr_maxsize=RESULT_REPR_SIZE,
+    max_retries=AUDIT_MAX_RETRIES,
+)
 def compare_and_report(
     self: Task[Any, Any],
     results: list[dict[str, OutcomeJson]],

@@ -57,6 +57,7 @@ _RULES: Final[Mapping[str, str]] = {
     "alert_min_severity": "must be one of WARNING, ERROR, CRITICAL",
     "metrics_port": "must be a TCP port from 1 to 65535, or 0 for no metrics endpoint",
     "fetch_batch_size": "must be an integer from 1 to 10000",
+    "redelivery_seconds": "must be a number of seconds, 5 or more",
 }
 _URL_SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -159,6 +160,9 @@ class Settings(BaseSettings):
     #: Most accounts one chord header task fetches (concurrently); an endpoint with more
     #: accounts is split over several tasks. Beyond DESIGN §2; see the README's figures.
     fetch_batch_size: int = Field(default=50, ge=1, le=10_000)
+    #: Redis visibility timeout: a task a lost worker held returns to the queue after this.
+    #: Beyond DESIGN §2. Every task finishes one attempt well within it (timeouts included).
+    redelivery_seconds: Seconds = Field(default=60, ge=5)
 
     @classmethod
     def settings_customise_sources(
