@@ -20,11 +20,15 @@ from typing import Final
 import httpx
 
 from app.cycle import AccountPlan, CycleContext, CycleObserver
+from app.ports import BookSource, PriceSource
 from infra.book.file_book import FileBook
+from infra.book.http_book import HttpBook
+from infra.book.sql_book import SqlBook
 from infra.config import (
     AccountConfig,
     ConfigError,
     FileBookConfig,
+    HttpBookConfig,
     Roster,
     SecretRef,
     Settings,
@@ -35,11 +39,15 @@ from infra.config import (
 from infra.db.engine import create_audit_engine
 from infra.db.migrate import ensure_schema, upgrade
 from infra.db.repository import AuditRepository
+from infra.prices.coinbase import CoinbasePrices
 from infra.prices.static import StaticPrices
 from infra.sandbox import SandboxServer, builtin_scenario_path, serve
 from infra.venues.base import VenueClient
+from infra.venues.binance import BinanceClient, BinanceKeyError
+from infra.venues.ccxt_venue import CcxtClient, CcxtUnavailable
 from infra.venues.coinbase import CoinbaseClient, CoinbaseKeyError
 from infra.venues.dydx import DydxClient
+from infra.venues.kraken import KrakenClient, KrakenKeyError
 from infra.venues.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -49,11 +57,13 @@ SANDBOX_PORT: Final = 9000
 SANDBOX_HOST: Final = "127.0.0.1"
 #: Concurrent connections of the shared HTTP client: one per in-flight venue request.
 HTTP_MAX_CONNECTIONS: Final = 64
-SUPPORTED_EXCHANGES: Final = ("coinbase", "dydx")
+SUPPORTED_EXCHANGES: Final = ("coinbase", "dydx", "kraken", "binance", "ccxt:<id>")
 #: Each venue's public API, used when an account sets no ``base_url``.
 DEFAULT_BASE_URLS: Final = {
     "coinbase": "https://api.coinbase.com",
     "dydx": "https://indexer.dydx.trade",
+    "kraken": "https://api.kraken.com",
+    "binance": "https://api.binance.com",
 }
 
 
@@ -138,24 +148,23 @@ def build_venue_client(
     """The venue client of ``account``, its secrets resolved; ConfigError names the field."""
     where = f"{roster.source}: account {account.id!r}"
     timeout = float(settings.timeout_seconds)
-    if account.exchange == "coinbase":
-        assert account.api_key is not None
-        assert account.api_secret is not None
-        key_name = _resolve(roster, account.api_key, environ, f"{where}: field 'api_key'").strip()
-        secret = _resolve(roster, account.api_secret, environ, f"{where}: field 'api_secret'")
-        try:
+
+    def secret(field: str, ref: SecretRef | None) -> str:
+        if ref is None:
+            raise ConfigError(f"{where}: field {field!r}: required for {account.exchange}")
+        return _resolve(roster, ref, environ, f"{where}: field {field!r}")
+
+    try:
+        if account.exchange == "coinbase":
             return CoinbaseClient(
                 http,
                 base_url=base_url_of(account),
-                key_name=key_name,
-                private_key_pem=secret,
+                key_name=secret("api_key", account.api_key).strip(),
+                private_key_pem=secret("api_secret", account.api_secret),
                 timeout=timeout,
             )
-        except CoinbaseKeyError as error:
-            raise ConfigError(f"{where}: field 'api_secret': {error}") from None
-    if account.exchange == "dydx":
-        assert account.address is not None
-        try:
+        if account.exchange == "dydx":
+            assert account.address is not None
             return DydxClient(
                 http,
                 base_url=base_url_of(account),
@@ -163,12 +172,78 @@ def build_venue_client(
                 subaccount=account.subaccount,
                 timeout=timeout,
             )
-        except ValueError as error:
-            raise ConfigError(f"{where}: field 'address': {error}") from None
+        if account.exchange == "kraken":
+            return KrakenClient(
+                http,
+                base_url=base_url_of(account),
+                api_key=secret("api_key", account.api_key).strip(),
+                api_secret=secret("api_secret", account.api_secret).strip(),
+                timeout=timeout,
+            )
+        if account.exchange == "binance":
+            return BinanceClient(
+                http,
+                base_url=base_url_of(account),
+                api_key=secret("api_key", account.api_key).strip(),
+                api_secret=secret("api_secret", account.api_secret).strip(),
+                timeout=timeout,
+            )
+        if account.exchange.startswith("ccxt:"):
+            return CcxtClient(
+                account.exchange.removeprefix("ccxt:"),
+                api_key=None if account.api_key is None else secret("api_key", account.api_key),
+                api_secret=(
+                    None if account.api_secret is None else secret("api_secret", account.api_secret)
+                ),
+                base_url=account.base_url,
+                timeout=timeout,
+            )
+    except (CoinbaseKeyError, KrakenKeyError, BinanceKeyError) as error:
+        raise ConfigError(f"{where}: field 'api_secret': {error}") from None
+    except CcxtUnavailable as error:
+        raise ConfigError(f"{where}: field 'exchange': {error}") from None
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
     raise ConfigError(
         f"{where}: field 'exchange': {account.exchange!r} is not supported by this version "
         f"(supported: {', '.join(SUPPORTED_EXCHANGES)})"
     )
+
+
+def build_book(
+    roster: Roster,
+    settings: Settings,
+    http: httpx.Client,
+    environ: Mapping[str, str],
+    resources: ExitStack,
+) -> BookSource:
+    """The book source the roster names (file, http or sql)."""
+    book = roster.book
+    timeout = float(settings.timeout_seconds)
+    if isinstance(book, FileBookConfig):
+        return FileBook(book.path)
+    if isinstance(book, HttpBookConfig):
+        return HttpBook(http, book.url, timeout=timeout)
+    where = f"{roster.source}: field 'book.url'"
+    url = book.url if isinstance(book.url, str) else _resolve(roster, book.url, environ, where)
+    try:
+        sql_book = SqlBook(url, book.query, timeout=timeout)
+    except ValueError as error:
+        raise ConfigError(f"{roster.source}: field 'book.query': {error}") from None
+    resources.callback(sql_book.close)
+    return sql_book
+
+
+def build_prices(roster: Roster, settings: Settings, http: httpx.Client) -> PriceSource:
+    """Static marks, or live Coinbase marks (static ones override them)."""
+    if roster.prices.source == "coinbase":
+        return CoinbasePrices(
+            http,
+            base_url=roster.prices.base_url or DEFAULT_BASE_URLS["coinbase"],
+            timeout=float(settings.timeout_seconds),
+            static=roster.prices.table,
+        )
+    return StaticPrices(roster.prices.table)
 
 
 @contextmanager
@@ -220,17 +295,6 @@ def build_runtime(
     # Every account's secrets, not only the selected ones: a configuration error refuses
     # the whole run (DESIGN §2).
     roster.check_secrets(environ)
-    book = roster.book
-    if not isinstance(book, FileBookConfig):
-        raise ConfigError(
-            f"{roster.source}: field 'book.source': {book.source!r} is not supported by this "
-            "version (supported: file)"
-        )
-    if roster.prices.source != "static":
-        raise ConfigError(
-            f"{roster.source}: field 'prices.source': {roster.prices.source!r} is not supported "
-            "by this version (supported: static marks)"
-        )
     resources = ExitStack()
     try:
         http = resources.enter_context(
@@ -253,13 +317,15 @@ def build_runtime(
             )
             for account in accounts
         )
+        book = build_book(roster, settings, http, environ, resources)
+        prices = build_prices(roster, settings, http)
         audit = resources.enter_context(open_audit(settings))
     except BaseException:
         resources.close()
         raise
     context = CycleContext(
-        book=FileBook(book.path),
-        prices=StaticPrices(roster.prices.table),
+        book=book,
+        prices=prices,
         policy=roster.policy,
         audit=audit,
         retry=RetryPolicy(retries=settings.retry_count),

@@ -9,6 +9,7 @@ one retry policy.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -142,7 +143,14 @@ def compare_and_report(
                 prices=prices,
             )
         )
+    write_started = time.perf_counter()
     context.audit.record_cycle(reports)
+    log.debug(
+        "audit write: cycle=%s rows=%d seconds=%.6f",
+        cycle_id,
+        len(reports),
+        time.perf_counter() - write_started,
+    )
     cycle = Cycle(cycle_id, started_at, context.clock(), tuple(reports))
     for observe in context.observers:
         try:

@@ -15,10 +15,15 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from infra.sandbox import coinbase, dydx
+from infra.sandbox import binance, coinbase, dydx, kraken
 from infra.sandbox.state import SandboxState, TransportCapture, VenueModule
 
-DEFAULT_VENUES: Final[tuple[VenueModule, ...]] = (coinbase.MODULE, dydx.MODULE)
+DEFAULT_VENUES: Final[tuple[VenueModule, ...]] = (
+    coinbase.MODULE,
+    dydx.MODULE,
+    kraken.MODULE,
+    binance.MODULE,
+)
 
 
 def create_app(state: SandboxState, venues: Sequence[VenueModule] = DEFAULT_VENUES) -> ASGIApp:

@@ -30,6 +30,22 @@ A scenario is a TOML file (see ``data/scenario.toml`` for a commented example)::
     assets = [{symbol = "USDC", side = "LONG", size = "10200"}]
     perpetuals = [{market = "ETH-USD", side = "SHORT", size = "1.5"}]
 
+    [[accounts]]
+    id = "kraken-main"
+    venue = "kraken"
+    api_key = "…"                              # the API-Key header the sandbox accepts
+    api_secret_file = "keys/kraken-main.secret" # or api_secret = "<base64>" (verifies API-Sign)
+    balances = [{asset = "XXBT", balance = "0.5", hold_trade = "0.1"}]  # Kraken asset ids
+    rate_limit = {max_counter = 20, decay_per_second = 0.5}  # optional; Balance costs 1
+
+    [[accounts]]
+    id = "binance-main"
+    venue = "binance"                          # [rate_limits.binance]: requests per client IP
+    api_key = "…"                              # the X-MBX-APIKEY header the sandbox accepts
+    api_secret_file = "keys/binance-main.secret" # or api_secret = "…" (verifies signature)
+    uid = 354937868                            # optional
+    balances = [{asset = "BTC", free = "0.5", locked = "0.1"}]
+
 Validation is strict: unknown keys, wrong types, float amounts, negative unsigned amounts,
 duplicate ids or credentials are refused with a :class:`ScenarioError` naming the file, the
 account and the field (never the value, which may be a balance). Amounts are decimal strings,
@@ -49,7 +65,9 @@ dataclass and parser there and its routes in :mod:`infra.sandbox.app`.
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
 import math
 import re
 import tomllib
@@ -89,6 +107,8 @@ _ASSET_CODE = re.compile(r"^[A-Z0-9][A-Z0-9.]{0,19}$")
 _DYDX_ADDRESS = re.compile(r"^[A-Za-z0-9]{1,90}$")
 _DYDX_MARKET = re.compile(r"^[A-Z0-9]{1,20}-USD$")
 _ACCOUNT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+_KRAKEN_API_KEY = re.compile(r"^[!-~]{1,512}$")
+_BINANCE_CREDENTIAL = re.compile(r"^[!-~]{1,512}$")
 
 
 class ScenarioError(ValueError):
@@ -218,6 +238,54 @@ class DydxAccount(VenueAccount):
     perpetuals: tuple[DydxPerpetualPosition, ...] = ()
     equity: Decimal | None = None
     free_collateral: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KrakenEntry:
+    """One Kraken balance: an asset id (``XXBT``, ``ETH.F``), its total and the part on hold."""
+
+    asset: str
+    balance: Decimal
+    hold_trade: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class KrakenRateLimit:
+    """Kraken's per-key call counter: +cost per call, −``decay_per_second``, capped at max."""
+
+    max_counter: int
+    decay_per_second: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class KrakenAccount(VenueAccount):
+    """A Kraken API key (public ``api_key``, base64 ``api_secret``) and its balances."""
+
+    venue: ClassVar[str] = "kraken"
+    api_key: str
+    api_secret: str = field(repr=False)
+    entries: tuple[KrakenEntry, ...] = ()
+    rate_limit: KrakenRateLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BinanceEntry:
+    """One asset of a Binance Spot account: unsigned ``free`` and ``locked``."""
+
+    asset: str
+    free: Decimal
+    locked: Decimal = Decimal(0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BinanceAccount(VenueAccount):
+    """A Binance Spot API key (``api_key``), its HMAC secret and the balances it sees."""
+
+    venue: ClassVar[str] = "binance"
+    api_key: str
+    api_secret: str = field(repr=False)
+    entries: tuple[BinanceEntry, ...] = ()
+    uid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -501,10 +569,130 @@ def _dydx_account(table: _Table, base_dir: Path) -> DydxAccount:
     )
 
 
+def _kraken_secret(table: _Table, base_dir: Path) -> str:
+    if table.has("api_secret") == table.has("api_secret_file"):
+        raise table.error("api_secret", "or 'api_secret_file' must be given (exactly one)")
+    if table.has("api_secret"):
+        key_field, secret = "api_secret", table.string("api_secret")
+    else:
+        key_field = "api_secret_file"
+        path = Path(table.string(key_field))
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            secret = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
+            raise table.error(key_field, "cannot be read as ASCII text") from None
+    secret = secret.strip()
+    try:
+        decoded = base64.b64decode(secret, validate=True)
+    except ValueError:  # binascii.Error is a ValueError
+        decoded = b""
+    if not decoded:
+        raise table.error(key_field, "must be a non-empty base64 secret")
+    return secret
+
+
+def _kraken_entry(table: _Table) -> KrakenEntry:
+    asset = table.string("asset")
+    if not _ASSET_CODE.match(asset):
+        raise table.error("asset", "must be an upper-case Kraken asset id")
+    entry = KrakenEntry(
+        asset=asset,
+        balance=table.amount("balance"),
+        hold_trade=table.amount("hold_trade", default="0"),
+    )
+    if entry.hold_trade > entry.balance:
+        raise table.error("hold_trade", "must not exceed 'balance'")
+    table.finish()
+    return entry
+
+
+def _kraken_rate_limit(table: _Table) -> KrakenRateLimit | None:
+    if not table.has("rate_limit"):
+        return None
+    limit = _Table(table.raw("rate_limit"), f"{table.where}, rate_limit")
+    max_counter = limit.integer("max_counter", 1, 10_000)
+    decay = limit.raw("decay_per_second")
+    if isinstance(decay, bool) or not isinstance(decay, int | float):
+        raise limit.error("decay_per_second", "must be a number")
+    if not math.isfinite(decay) or not 0 < decay <= 10_000:
+        raise limit.error("decay_per_second", "must be between 0 and 10000 (exclusive of 0)")
+    limit.finish()
+    return KrakenRateLimit(max_counter=max_counter, decay_per_second=float(decay))
+
+
+def _kraken_account(table: _Table, base_dir: Path) -> KrakenAccount:
+    latency, faults = _common(table)
+    api_key = table.string("api_key")
+    if not _KRAKEN_API_KEY.match(api_key):
+        raise table.error("api_key", "must be printable text without spaces")
+    entries = tuple(_kraken_entry(item) for item in table.tables("balances"))
+    _unique([e.asset for e in entries], table.where, "asset")
+    return KrakenAccount(
+        id=table.string("id"),
+        latency_ms=latency,
+        faults=faults,
+        api_key=api_key,
+        api_secret=_kraken_secret(table, base_dir),
+        entries=entries,
+        rate_limit=_kraken_rate_limit(table),
+    )
+
+
+def _binance_secret(table: _Table, base_dir: Path) -> str:
+    if table.has("api_secret") == table.has("api_secret_file"):
+        raise table.error("api_secret", "or 'api_secret_file' must be given (exactly one)")
+    if table.has("api_secret"):
+        key_field, secret = "api_secret", table.string("api_secret")
+    else:
+        key_field = "api_secret_file"
+        path = Path(table.string(key_field))
+        path = path if path.is_absolute() else base_dir / path
+        try:
+            secret = path.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
+            raise table.error(key_field, "cannot be read as ASCII text") from None
+    secret = secret.strip()
+    if not _BINANCE_CREDENTIAL.match(secret):
+        raise table.error(key_field, "must be printable text without spaces")
+    return secret
+
+
+def _binance_entry(table: _Table) -> BinanceEntry:
+    asset = table.string("asset")
+    if not _ASSET_CODE.match(asset):
+        raise table.error("asset", "must be an upper-case asset code")
+    entry = BinanceEntry(
+        asset=asset, free=table.amount("free"), locked=table.amount("locked", default="0")
+    )
+    table.finish()
+    return entry
+
+
+def _binance_account(table: _Table, base_dir: Path) -> BinanceAccount:
+    latency, faults = _common(table)
+    api_key = table.string("api_key")
+    if not _BINANCE_CREDENTIAL.match(api_key):
+        raise table.error("api_key", "must be printable text without spaces")
+    entries = tuple(_binance_entry(item) for item in table.tables("balances"))
+    _unique([e.asset for e in entries], table.where, "asset")
+    return BinanceAccount(
+        id=table.string("id"),
+        latency_ms=latency,
+        faults=faults,
+        api_key=api_key,
+        api_secret=_binance_secret(table, base_dir),
+        entries=entries,
+        uid=table.optional_integer("uid", 1, 2**53),
+    )
+
+
 #: venue name → parser of one ``[[accounts]]`` table of that venue.
 ACCOUNT_PARSERS: Final[dict[str, Callable[[_Table, Path], VenueAccount]]] = {
     "coinbase": _coinbase_account,
     "dydx": _dydx_account,
+    "kraken": _kraken_account,
+    "binance": _binance_account,
 }
 
 
@@ -524,6 +712,12 @@ def _credential(account: VenueAccount) -> str | None:
         return f"coinbase key_name '{account.key_name}'"
     if isinstance(account, DydxAccount):
         return f"dydx address/subaccount '{account.address}/{account.subaccount}'"
+    if isinstance(account, KrakenAccount):
+        fingerprint = hashlib.sha256(account.api_key.encode()).hexdigest()[:12]
+        return f"kraken api_key sha256:{fingerprint}"
+    if isinstance(account, BinanceAccount):
+        fingerprint = hashlib.sha256(account.api_key.encode()).hexdigest()[:12]
+        return f"binance api_key sha256:{fingerprint}"
     return None
 
 

@@ -123,6 +123,7 @@ class SandboxState:
         self._schedules = {a.id: FaultSchedule(a.faults) for a in scenario.accounts}
         self._limiters = {v: WindowLimiter(limit) for v, limit in scenario.rate_limits.items()}
         self._requests: Counter[str] = Counter()
+        self._throttled: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shutdown = asyncio.Event()
@@ -138,7 +139,13 @@ class SandboxState:
     def rate_check(self, venue: str, key: str) -> RateVerdict | None:
         """Count a request against ``venue``'s limit for ``key``; None when it has no limit."""
         limiter = self._limiters.get(venue)
-        return None if limiter is None else limiter.hit(key)
+        if limiter is None:
+            return None
+        verdict = limiter.hit(key)
+        if not verdict.allowed:
+            with self._lock:
+                self._throttled[venue] += 1
+        return verdict
 
     def rate_limit(self, venue: str) -> RateLimit | None:
         """The scenario's limit for ``venue``, if any."""
@@ -163,6 +170,13 @@ class SandboxState:
         with self._lock:
             return self._requests[account_id]
 
+    def throttled_count(self, venue: str | None = None) -> int:
+        """How many requests the scenario's rate limits refused (of ``venue``, or of all)."""
+        with self._lock:
+            if venue is None:
+                return sum(self._throttled.values())
+            return self._throttled[venue]
+
     def reset(self) -> None:
         """Fresh fault counters, rate-limit windows and request counts."""
         for schedule in self._schedules.values():
@@ -171,6 +185,7 @@ class SandboxState:
             limiter.reset()
         with self._lock:
             self._requests.clear()
+            self._throttled.clear()
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """Remember the event loop serving requests (called at application startup)."""

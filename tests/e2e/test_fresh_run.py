@@ -24,7 +24,14 @@ from cli.render import HISTORY_COLUMNS
 from tests.support import recon_script
 
 #: What ``recon reconcile --all`` finds on the built-in demo desk, account by account.
-EXPECTED = {"cb-main": "SUCCESS", "cb-desk2": "ERROR", "dydx-0": "WARNING", "dydx-1": "CRITICAL"}
+EXPECTED = {
+    "cb-main": "SUCCESS",
+    "cb-desk2": "ERROR",
+    "dydx-0": "WARNING",
+    "dydx-1": "CRITICAL",
+    "kraken-main": "SUCCESS",
+    "binance-main": "SUCCESS",
+}
 SANDBOX_PORT = 9000
 #: A route of the built-in scenario (dydx-1) that only the sandbox venue answers this way.
 PROBE = (
@@ -88,7 +95,7 @@ def test_reconcile_all_on_the_builtin_default_shows_every_status(tmp_path: Path)
 
 
 def test_json_run_then_history_on_the_builtin_default(tmp_path: Path) -> None:
-    """``--json`` prints the cycle document alone; history then returns its 4 reports."""
+    """``--json`` prints the cycle document alone; history then returns its reports."""
     run = _recon(tmp_path, "reconcile", "--all", "--json")
 
     assert run.returncode == 4, run.stderr
@@ -116,5 +123,5 @@ def test_json_run_then_history_on_the_builtin_default(tmp_path: Path) -> None:
     assert table.returncode == 0, table.stderr
     rows = list(csv.reader(io.StringIO(table.stdout)))
     assert tuple(rows[0]) == HISTORY_COLUMNS
-    assert len(rows) == 5
+    assert len(rows) == len(EXPECTED) + 1  # header + one row per account
     assert [row[3] for row in rows[1:]] == [r["account_id"] for r in newest_first]

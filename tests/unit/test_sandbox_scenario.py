@@ -29,9 +29,11 @@ from infra.sandbox import (
 from infra.sandbox.coinbase import accounts_page, coinbase_amount, uri_matches
 from infra.sandbox.dydx import subaccount_json
 from infra.sandbox.scenario import (
+    BinanceAccount,
     CoinbaseAccount,
     DydxAccount,
     Fault,
+    KrakenAccount,
     RateLimit,
     Scenario,
 )
@@ -413,7 +415,7 @@ def test_builtin_roster_follows_the_accounts_file_format():
     assert roster["policy"]["critical_usd"] == "10000"
     for account in roster["accounts"]:
         assert account["base_url"] == "http://127.0.0.1:9000"
-        if account["exchange"] == "coinbase":
+        if account["exchange"] in {"coinbase", "kraken", "binance"}:
             assert account["api_key"].startswith("file:keys/")
             assert account["api_secret"].startswith("file:keys/")
         else:
@@ -433,8 +435,14 @@ def test_builtin_roster_keys_match_the_scenario():
                 entry["subaccount"],
             )
             continue
-        assert isinstance(account, CoinbaseAccount)
         folder = DEFAULT_ROSTER.parent
+        if entry["exchange"] in {"kraken", "binance"}:
+            key = (folder / entry["api_key"].removeprefix("file:")).read_text().strip()
+            secret = (folder / entry["api_secret"].removeprefix("file:")).read_text().strip()
+            assert isinstance(account, KrakenAccount | BinanceAccount)
+            assert (key, secret) == (account.api_key, account.api_secret)
+            continue
+        assert isinstance(account, CoinbaseAccount)
         name = (folder / entry["api_key"].removeprefix("file:")).read_text().strip()
         assert name == account.key_name
         private = serialization.load_pem_private_key(
