@@ -331,6 +331,7 @@ def build_runtime(
         retry=RetryPolicy(retries=settings.retry_count),
         clock=utc_now,
         observers=tuple(observers),
+        confirm_delay=float(settings.confirm_delay_seconds),
     )
     return Runtime(plans, context, resources)
 

@@ -19,6 +19,7 @@ from decimal import Decimal
 
 from app.ports import AuditWriter, BookSource, PriceSource
 from domain.assets import to_book_codes
+from domain.confirmation import confirm, needs_confirmation, with_recovery
 from domain.policy import Policy
 from domain.reconcile import reconcile_account
 from domain.report import Cycle, FetchError, Report, SourceError
@@ -68,6 +69,9 @@ class CycleContext:
     clock: Clock
     #: Called with every cycle once its rows are written (metrics); never raises into it.
     observers: tuple[CycleObserver, ...] = ()
+    #: Wait before the confirming re-fetch of a WARNING-or-worse break (seconds).
+    confirm_delay: float = 0.0
+    sleep: Callable[[float], None] = time.sleep
 
 
 def fetch_venue(plan: AccountPlan, retry: RetryPolicy) -> VenueOutcome:
@@ -105,6 +109,67 @@ def _read_book(book: BookSource, account_id: str) -> VenueOutcome:
     except SourceError as error:
         log.error("book read failed: account=%s kind=%s error=%s", account_id, error.kind, error)
         return error.to_fetch_error()
+
+
+def observe_cycle(context: CycleContext, cycle: Cycle) -> None:
+    """Hand a finished cycle to the observers (metrics); an observer's failure is logged."""
+    for observe in context.observers:
+        try:
+            observe(cycle)
+        except Exception:  # an observer (metrics) must never fail a written cycle
+            log.exception("cycle observer failed: cycle=%s", cycle.cycle_id)
+
+
+def flagged_accounts(cycle: Cycle) -> list[str]:
+    """Accounts whose report needs a confirming re-fetch (WARNING-or-worse findings)."""
+    return [r.account_id for r in cycle.reports if needs_confirmation(r)]
+
+
+def confirm_breaks(
+    *,
+    cycle: Cycle,
+    plans: Sequence[AccountPlan],
+    outcomes: Mapping[str, VenueOutcome],
+    context: CycleContext,
+) -> Cycle:
+    """The second look: compare the re-fetched venue ``outcomes`` with the book read again,
+    record each verdict in the row's recovery columns, and return the cycle carrying them.
+
+    A re-fetch that failed confirms the break (FAILED, its error in the details)."""
+    by_id = {plan.account_id: plan for plan in plans}
+    flagged = [r for r in cycle.reports if needs_confirmation(r) and r.account_id in outcomes]
+    if not flagged:
+        return cycle
+    locals_by_account = {r.account_id: _read_book(context.book, r.account_id) for r in flagged}
+    assets: set[str] = set()
+    for side in (*locals_by_account.values(), *outcomes.values()):
+        if not isinstance(side, FetchError):
+            assets.update(side)
+    prices = context.prices.prices_for(sorted(assets))
+    confirmed: dict[str, Report] = {}
+    for report in flagged:
+        second = reconcile_account(
+            reconciliation_id=report.reconciliation_id,
+            cycle_id=report.cycle_id,
+            account_id=report.account_id,
+            exchange=by_id[report.account_id].exchange,
+            reconciled_at=context.clock(),
+            local=locals_by_account[report.account_id],
+            venue=outcomes[report.account_id],
+            policy=context.policy,
+            prices=prices,
+        )
+        recovery = confirm(report, second, context.clock())
+        confirmed[report.account_id] = with_recovery(report, recovery)
+        log.info(
+            "confirmation: cycle=%s account=%s recovery=%s",
+            cycle.cycle_id,
+            report.account_id,
+            recovery.status.value,
+        )
+    context.audit.record_recoveries(list(confirmed.values()))
+    reports = tuple(confirmed.get(r.account_id, r) for r in cycle.reports)
+    return Cycle(cycle.cycle_id, cycle.started_at, context.clock(), reports)
 
 
 def compare_and_report(
@@ -152,11 +217,6 @@ def compare_and_report(
         time.perf_counter() - write_started,
     )
     cycle = Cycle(cycle_id, started_at, context.clock(), tuple(reports))
-    for observe in context.observers:
-        try:
-            observe(cycle)
-        except Exception:  # an observer (metrics) must never fail a written cycle
-            log.exception("cycle observer failed: cycle=%s", cycle_id)
     log.info(
         "cycle finished: cycle=%s accounts=%d status=%s",
         cycle_id,
@@ -221,11 +281,20 @@ def run_cycle(
     max_concurrency: int = 32,
     on_fetched: ProgressCallback | None = None,
 ) -> Cycle:
-    """A whole cycle in this process: concurrent fetches, then compare-and-report."""
+    """A whole cycle in this process: concurrent fetches, compare-and-report, then the
+    confirming re-fetch of the accounts with WARNING-or-worse breaks."""
     started_at = context.clock()
     outcomes = fetch_all(
         plans, context.retry, max_concurrency=max_concurrency, on_fetched=on_fetched
     )
-    return compare_and_report(
+    cycle = compare_and_report(
         cycle_id=cycle_id, started_at=started_at, plans=plans, outcomes=outcomes, context=context
     )
+    flagged = set(flagged_accounts(cycle))
+    if flagged:
+        context.sleep(context.confirm_delay)
+        again = [plan for plan in plans if plan.account_id in flagged]
+        second = fetch_all(again, context.retry, max_concurrency=max_concurrency)
+        cycle = confirm_breaks(cycle=cycle, plans=plans, outcomes=second, context=context)
+    observe_cycle(context, cycle)
+    return cycle

@@ -30,3 +30,11 @@ class AuditWriter(Protocol):
     def record_cycle(self, reports: Sequence[Report]) -> int:
         """Write every report of one cycle in one transaction; returns rows newly written."""
         ...
+
+    def record_recoveries(self, reports: Sequence[Report]) -> int:
+        """Record the reports' confirmations in their rows' recovery columns."""
+        ...
+
+    def cycle_reports(self, cycle_id: str) -> list[Report]:
+        """The reports recorded for ``cycle_id``."""
+        ...

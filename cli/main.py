@@ -20,6 +20,7 @@ from app import bootstrap
 from app.cycle import VenueOutcome, run_cycle
 from cli.exit_codes import ExitCode
 from cli.render import history_csv, output_console, print_cycle, reports_table
+from domain.confirmation import confirmed_cycle_status
 from domain.report import FetchError
 from domain.serialization import cycle_to_json, report_to_json
 from infra.config import ConfigError
@@ -106,7 +107,7 @@ def reconcile(
             click.echo(json.dumps(cycle_to_json(cycle), indent=2))
         else:
             print_cycle(output_console(), cycle)
-        sys.exit(int(ExitCode.of_status(cycle.status)))
+        sys.exit(int(ExitCode.of_status(confirmed_cycle_status(cycle))))
 
 
 @main.command()

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from domain.amounts import format_amount
-from domain.report import Cycle, Report, Status
+from domain.report import Cycle, RecoveryStatus, Report, Status
 
 STATUS_STYLE = {
     Status.SUCCESS: "green",
@@ -40,6 +40,13 @@ def reports_table(reports: Sequence[Report], title: str) -> Table:
         else:
             worst = sorted(report.discrepancies, key=lambda d: -d.severity)
             detail = ", ".join(f"{d.asset} {d.type.value} {d.severity.name}" for d in worst[:3])
+        if report.recovery is not None:
+            verdict = (
+                "gone on re-check (timing break)"
+                if report.recovery.status is RecoveryStatus.SUCCESS
+                else "confirmed on re-check"
+            )
+            detail = f"{detail}; {verdict}"
         table.add_row(
             report.account_id,
             report.exchange,

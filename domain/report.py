@@ -81,6 +81,25 @@ class SourceError(Exception):
 Balances = Mapping[str, Decimal]
 
 
+class RecoveryStatus(enum.StrEnum):
+    """The confirming re-fetch's verdict (see :mod:`domain.confirmation`)."""
+
+    SUCCESS = "SUCCESS"  # the break is gone: a timing break
+    FAILED = "FAILED"  # the break stays (or the re-fetch failed): confirmed
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What the confirming re-fetch found."""
+
+    status: RecoveryStatus
+    checked_at: datetime
+    #: the re-fetch's own status (None when it could not be read)
+    found_status: Status | None
+    discrepancies: tuple[Discrepancy, ...] = ()
+    error: FetchError | None = None
+
+
 def frozen_balances(balances: Mapping[str, Decimal]) -> Balances:
     """An immutable copy of ``balances``."""
     return MappingProxyType(dict(balances))
@@ -99,6 +118,8 @@ class Report:
     exchange_balances: Balances
     discrepancies: tuple[Discrepancy, ...] = ()
     error: FetchError | None = None
+    #: set when the report's breaks were checked again (DESIGN §5, Confirmation)
+    recovery: Recovery | None = None
     status: Status = field(init=False)
 
     def __post_init__(self) -> None:

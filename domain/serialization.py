@@ -13,7 +13,16 @@ from typing import Any
 
 from domain.amounts import format_amount, parse_amount
 from domain.discrepancy import Discrepancy, DiscrepancyType, Severity, Side
-from domain.report import Balances, Cycle, ErrorKind, FetchError, Report
+from domain.report import (
+    Balances,
+    Cycle,
+    ErrorKind,
+    FetchError,
+    Recovery,
+    RecoveryStatus,
+    Report,
+    Status,
+)
 
 JsonDict = dict[str, Any]
 
@@ -107,6 +116,38 @@ def error_from_json(data: object) -> FetchError | None:
         raise SerializationError(f"bad error object: {exc!r}") from exc
 
 
+def recovery_to_json(recovery: Recovery | None) -> JsonDict | None:
+    """The report's ``recovery`` object (None when no confirmation was attempted)."""
+    if recovery is None:
+        return None
+    return {
+        "status": recovery.status.value,
+        "checked_at": format_timestamp(recovery.checked_at),
+        "found_status": None if recovery.found_status is None else recovery.found_status.value,
+        "discrepancies": [discrepancy_to_json(d) for d in recovery.discrepancies],
+        "error": error_to_json(recovery.error),
+    }
+
+
+def recovery_from_json(data: object) -> Recovery | None:
+    """Inverse of :func:`recovery_to_json`."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise SerializationError("recovery must be an object or null")
+    try:
+        found = data["found_status"]
+        return Recovery(
+            status=RecoveryStatus(data["status"]),
+            checked_at=parse_timestamp(data["checked_at"]),
+            found_status=None if found is None else Status(found),
+            discrepancies=tuple(discrepancy_from_json(d) for d in data["discrepancies"]),
+            error=error_from_json(data.get("error")),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SerializationError(f"bad recovery: {exc!r}") from exc
+
+
 def report_to_json(report: Report) -> JsonDict:
     """The report JSON of DESIGN §5."""
     return {
@@ -120,6 +161,7 @@ def report_to_json(report: Report) -> JsonDict:
         "local_balances": balances_to_json(report.local_balances),
         "exchange_balances": balances_to_json(report.exchange_balances),
         "discrepancies": [discrepancy_to_json(d) for d in report.discrepancies],
+        "recovery": recovery_to_json(report.recovery),
     }
 
 
@@ -136,6 +178,7 @@ def report_from_json(data: JsonDict) -> Report:
             exchange_balances=balances_from_json(data["exchange_balances"]),
             discrepancies=tuple(discrepancy_from_json(d) for d in data["discrepancies"]),
             error=error_from_json(data.get("error")),
+            recovery=recovery_from_json(data.get("recovery")),
         )
     except (KeyError, TypeError) as exc:
         raise SerializationError(f"bad report: {exc!r}") from exc

@@ -305,6 +305,7 @@ class Desk:
             "RECONCILIATION_DATABASE_URL": self.database_url,
             "RECONCILIATION_RETRY_COUNT": "0",
             "RECONCILIATION_TIMEOUT_SECONDS": "2",
+            "RECONCILIATION_CONFIRM_DELAY_SECONDS": "0",
         }
         variables.update(overrides)
         return variables

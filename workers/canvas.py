@@ -64,3 +64,38 @@ def cycle_chord(
         },
     )
     return chord(header, body)
+
+
+def confirm_chord(
+    *,
+    cycle_id: str,
+    started_at: str,
+    plans: Sequence[AccountPlan],
+    account_ids: Sequence[str],
+    skipped: Sequence[str],
+    shape: ResultShape,
+    batch_size: int,
+    delay: float,
+) -> Signature:
+    """``chord([fetch_venue(flagged group) after delay …], confirm_breaks(…))``: the second
+    look at a cycle's WARNING-or-worse breaks (``plans``: the flagged accounts)."""
+    header = [
+        app.signature(
+            "recon.fetch_venue",
+            kwargs={"cycle_id": cycle_id, "account_ids": group},
+            immutable=True,
+            countdown=delay,
+        )
+        for group in venue_groups(plans, batch_size)
+    ]
+    body = app.signature(
+        "recon.confirm_breaks",
+        kwargs={
+            "cycle_id": cycle_id,
+            "started_at": started_at,
+            "account_ids": list(account_ids),
+            "skipped": list(skipped),
+            "shape": shape,
+        },
+    )
+    return chord(header, body)

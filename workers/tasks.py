@@ -12,14 +12,15 @@ from celery import Task
 from celery.canvas import Signature
 from celery.utils.log import get_task_logger
 
-from app.cycle import VenueOutcome, fetch_attempt
+from app.cycle import VenueOutcome, fetch_attempt, flagged_accounts, observe_cycle
 from app.cycle import compare_and_report as compare_accounts
+from app.cycle import confirm_breaks as confirm_accounts
 from app.outcomes import OutcomeJson, outcome_to_json, outcomes_from_json
 from domain.report import Cycle, ErrorKind, FetchError, SourceError
 from domain.serialization import cycle_to_json, format_timestamp, report_to_json
 from infra.db.errors import AuditStoreError
 from workers.app import app
-from workers.canvas import ResultShape, cycle_chord
+from workers.canvas import ResultShape, confirm_chord, cycle_chord
 from workers.payloads import (
     InvalidTaskPayload,
     check_arguments,
@@ -277,13 +278,84 @@ def compare_and_report(
             context=runtime.context,
         )
     except AuditStoreError as error:
-        delays = AUDIT_RETRY_DELAYS
-        countdown = delays[min(self.request.retries, len(delays) - 1)]
-        log.error(
-            "audit write failed, will retry: cycle=%s in_s=%d error=%s", cycle_id, countdown, error
+        raise _retry_audit(self, cycle_id, error) from None
+    flagged = flagged_accounts(cycle)
+    if flagged:
+        # The second look, after the confirm delay: the caller's AsyncResult receives its
+        # result (the cycle with its confirmations), and no worker waits through the delay.
+        raise self.replace(
+            confirm_chord(
+                cycle_id=cycle_id,
+                started_at=started_at,
+                plans=runtime.plans_for(flagged),
+                account_ids=account_ids,
+                skipped=skipped,
+                shape=shape,
+                batch_size=runtime.configuration.settings.fetch_batch_size,
+                delay=runtime.context.confirm_delay,
+            )
         )
-        raise self.retry(exc=error, countdown=countdown) from None
-    runtime.locks.release(account_ids, cycle_id)
+    return _finish(runtime, cycle, account_ids, skipped, shape)
+
+
+@app.task(
+    name="recon.confirm_breaks",
+    bind=True,
+    resultrepr_maxsize=RESULT_REPR_SIZE,
+    max_retries=AUDIT_MAX_RETRIES,
+)
+def confirm_breaks(
+    self: Task[Any, Any],
+    results: list[dict[str, OutcomeJson]],
+    *,
+    cycle_id: str,
+    started_at: str,
+    account_ids: list[str],
+    skipped: list[str],
+    shape: ResultShape,
+) -> Any:
+    """Join of the confirming re-fetch: judge each break again, record the verdicts in the
+    rows' recovery columns, release the accounts, return the confirmed cycle."""
+    runtime = get_runtime()
+    try:
+        recorded = {r.account_id: r for r in runtime.context.audit.cycle_reports(cycle_id)}
+        cycle = Cycle(
+            cycle_id,
+            datetime.fromisoformat(started_at).astimezone(UTC),
+            runtime.context.clock(),
+            tuple(recorded[a] for a in account_ids if a in recorded),
+        )
+        cycle = confirm_accounts(
+            cycle=cycle,
+            plans=runtime.plans_for(account_ids),
+            outcomes=_merge(results),
+            context=runtime.context,
+        )
+    except AuditStoreError as error:
+        raise _retry_audit(self, cycle_id, error) from None
+    return _finish(runtime, cycle, account_ids, skipped, shape)
+
+
+def _retry_audit(task: Task[Any, Any], cycle_id: str, error: AuditStoreError) -> Exception:
+    """A retry of the join after a failed audit write (database unreachable)."""
+    delays = AUDIT_RETRY_DELAYS
+    countdown = delays[min(task.request.retries, len(delays) - 1)]
+    log.error(
+        "audit write failed, will retry: cycle=%s in_s=%d error=%s", cycle_id, countdown, error
+    )
+    return task.retry(exc=error, countdown=countdown)
+
+
+def _finish(
+    runtime: WorkerRuntime,
+    cycle: Cycle,
+    account_ids: Sequence[str],
+    skipped: Sequence[str],
+    shape: ResultShape,
+) -> Any:
+    """Release the accounts, count the cycle, shape the result."""
+    runtime.locks.release(account_ids, cycle.cycle_id)
+    observe_cycle(runtime.context, cycle)
     if shape == "report":
         return report_to_json(cycle.reports[0])
     if shape == "reports":

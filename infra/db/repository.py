@@ -24,6 +24,7 @@ from domain.report import Report
 from domain.serialization import (
     SerializationError,
     format_timestamp,
+    recovery_to_json,
     report_from_json,
     report_to_json,
 )
@@ -82,6 +83,46 @@ class AuditRepository:
         logger.debug("audit: cycle %s, %d of %d rows new", cycles, written, len(reports))
         return written
 
+    def record_recoveries(self, reports: Sequence[Report]) -> int:
+        """Record each report's confirmation in its row's recovery columns, atomically.
+
+        Only ``recovery_attempted``, ``recovery_status`` and ``recovery_details_json`` change:
+        the only columns the database lets change. Returns how many rows were updated; any
+        database failure raises :class:`AuditStoreError` and changes nothing.
+        """
+        updates = [
+            {
+                "b_key": report.reconciliation_id,
+                "b_recovery_status": report.recovery.status.value,
+                "b_recovery_details": _dumps(_recovery_details(report)),
+            }
+            for report in reports
+            if report.recovery is not None
+        ]
+        if not updates:
+            return 0
+        table = AUDIT_TABLE
+        statement = (
+            table.update()
+            .where(table.c.reconciliation_id == bindparam("b_key"))
+            .values(
+                recovery_attempted=True,
+                recovery_status=bindparam("b_recovery_status"),
+                recovery_details_json=bindparam("b_recovery_details"),
+            )
+        )
+        try:
+            with self._engine.connect() as connection:
+                connection.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
+                with connection.begin():
+                    connection.execute(statement, updates)
+        except SQLAlchemyError as exc:
+            reason = describe_database_error(exc)
+            raise AuditStoreError(
+                f"recording confirmations failed, nothing written: {reason}"
+            ) from None
+        return len(updates)
+
     def history(
         self, *, account_id: str | None = None, exchange: str | None = None, limit: int = 50
     ) -> list[Report]:
@@ -105,6 +146,15 @@ class AuditRepository:
         )
         rows = self._rows(query)
         return _report_of(rows[0]) if rows else None
+
+    def cycle_reports(self, cycle_id: str) -> list[Report]:
+        """Every report recorded for ``cycle_id``, in account order."""
+        query = (
+            select(ReconciliationAudit)
+            .where(ReconciliationAudit.cycle_id == cycle_id)
+            .order_by(ReconciliationAudit.account_id)
+        )
+        return [_report_of(row) for row in self._rows(query)]
 
     def count_for_cycle(self, cycle_id: str) -> int:
         """How many rows cycle ``cycle_id`` has."""
@@ -188,12 +238,29 @@ def _report_of(row: ReconciliationAudit) -> Report:
                 "local_balances": _loads(row.local_balances_json),
                 "exchange_balances": _loads(row.exchange_balances_json),
                 "discrepancies": _loads(row.discrepancies_json),
+                "recovery": _recovery_of(row),
             }
         )
     except (SerializationError, ValueError) as exc:
         raise AuditStoreError(
             f"audit row {row.id} ({row.reconciliation_id}) is not a valid report: {exc}"
         ) from exc
+
+
+def _recovery_details(report: Report) -> dict[str, Any]:
+    """What the confirming re-fetch found, for ``recovery_details_json`` (status apart)."""
+    recovery = recovery_to_json(report.recovery)
+    assert recovery is not None
+    return {key: value for key, value in recovery.items() if key != "status"}
+
+
+def _recovery_of(row: ReconciliationAudit) -> dict[str, Any] | None:
+    if not row.recovery_attempted or row.recovery_status is None:
+        return None
+    details = _loads(row.recovery_details_json) if row.recovery_details_json else {}
+    if not isinstance(details, dict):
+        raise SerializationError("recovery details must be an object")
+    return {**details, "status": row.recovery_status}
 
 
 def _dumps(value: object) -> str:

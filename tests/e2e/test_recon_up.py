@@ -48,6 +48,7 @@ def test_recon_up_runs_cycles_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         "HOME": str(tmp_path),
         "LC_ALL": "C.UTF-8",
         "RECONCILIATION_INTERVAL_SECONDS": "2",
+        "RECONCILIATION_CONFIRM_DELAY_SECONDS": "0.5",
         "RECONCILIATION_METRICS_PORT": "0",
     }
     process = subprocess.Popen(

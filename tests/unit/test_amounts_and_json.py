@@ -88,6 +88,7 @@ def test_report_json_matches_the_design_example() -> None:
                 "severity": "WARNING",
             }
         ],
+        "recovery": None,
     }
     cycle = Cycle("c-1", at, at, (report,))
     assert cycle_to_json(cycle)["status"] == "WARNING"

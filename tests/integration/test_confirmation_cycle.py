@@ -1,0 +1,141 @@
+"""The confirming re-fetch end to end: in-process cycle, real SQLite audit store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from app.cycle import AccountPlan, CycleContext, run_cycle
+from domain.confirmation import confirmed_cycle_status
+from domain.policy import Policy, PriceTable
+from domain.report import RecoveryStatus, Status
+from infra.db.engine import create_audit_engine
+from infra.db.migrate import ensure_schema, upgrade
+from infra.db.repository import AuditRepository
+from infra.prices.static import StaticPrices
+from infra.venues.errors import VenueUnavailable
+from infra.venues.retry import RetryPolicy
+
+
+class ScriptedVenue:
+    """Answers each fetch with the next scripted balance (or raises it)."""
+
+    def __init__(self, *answers: dict[str, Decimal] | Exception) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def fetch_balances(self) -> dict[str, Decimal]:
+        answer = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return dict(answer)
+
+
+class Book:
+    def balances(self, account_id: str) -> dict[str, Decimal]:
+        return {"BTC": Decimal("1.25")}
+
+
+@pytest.fixture
+def repository(tmp_path: Path) -> Iterator[AuditRepository]:
+    engine = create_audit_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    ensure_schema(engine)
+    yield AuditRepository(engine)
+    engine.dispose()
+
+
+def context(repository: AuditRepository, sleeps: list[float]) -> CycleContext:
+    return CycleContext(
+        book=Book(),
+        prices=StaticPrices(PriceTable({"BTC": Decimal(60000)})),
+        policy=Policy(),
+        audit=repository,
+        retry=RetryPolicy(retries=0),
+        clock=lambda: datetime.now(UTC),
+        confirm_delay=5.0,
+        sleep=sleeps.append,
+    )
+
+
+def test_timing_break_is_recorded_as_recovered_and_counts_as_success(
+    repository: AuditRepository,
+) -> None:
+    """A break gone on the second look: recovery SUCCESS in the row, facts kept, exit SUCCESS."""
+    timing = ScriptedVenue({"BTC": Decimal("1.27")}, {"BTC": Decimal("1.25")})
+    steady = ScriptedVenue({"BTC": Decimal("1.25")})
+    sleeps: list[float] = []
+    plans = [AccountPlan("timing", "coinbase", timing), AccountPlan("steady", "coinbase", steady)]
+    cycle = run_cycle(cycle_id="c1", plans=plans, context=context(repository, sleeps))
+
+    assert sleeps == [5.0]  # the confirm delay, once for the cycle
+    assert (timing.calls, steady.calls) == (2, 1)  # clean accounts are not re-fetched
+    reports = {r.account_id: r for r in cycle.reports}
+    assert reports["timing"].status is Status.WARNING
+    assert reports["timing"].recovery is not None
+    assert reports["timing"].recovery.status is RecoveryStatus.SUCCESS
+    assert reports["steady"].recovery is None
+    assert confirmed_cycle_status(cycle) is Status.SUCCESS
+
+    stored = {r.account_id: r for r in repository.cycle_reports("c1")}
+    assert stored == reports  # facts and recovery rebuilt from the row
+    with repository._engine.connect() as connection:
+        row = connection.execute(
+            text(
+                "SELECT status, recovery_attempted, recovery_status FROM reconciliation_audit"
+                " WHERE account_id = 'timing'"
+            )
+        ).one()
+    assert tuple(row) == ("WARNING", 1, "SUCCESS")
+
+
+def test_a_break_that_stays_or_a_failed_re_fetch_is_confirmed(
+    repository: AuditRepository,
+) -> None:
+    """FAILED when the break remains, and when the re-fetch fails (its error in details)."""
+    stays = ScriptedVenue({"BTC": Decimal("1.27")})
+    fails = ScriptedVenue({"BTC": Decimal("1.27")}, VenueUnavailable("coinbase: HTTP 503"))
+    plans = [AccountPlan("stays", "coinbase", stays), AccountPlan("fails", "coinbase", fails)]
+    cycle = run_cycle(cycle_id="c2", plans=plans, context=context(repository, []))
+
+    reports = {r.account_id: r for r in cycle.reports}
+    for account in ("stays", "fails"):
+        recovery = reports[account].recovery
+        assert recovery is not None
+        assert recovery.status is RecoveryStatus.FAILED
+    failed = reports["fails"].recovery
+    assert failed is not None
+    assert failed.error is not None
+    assert failed.error.kind.value == "unavailable"
+    assert confirmed_cycle_status(cycle) is Status.WARNING
+    assert {r.account_id: r.recovery for r in repository.cycle_reports("c2")} == {
+        a: r.recovery for a, r in reports.items()
+    }
+
+
+@pytest.mark.postgres
+def test_postgres_lets_only_the_recovery_columns_change(
+    postgres_url: Callable[[], str],
+) -> None:
+    """On Postgres the confirmation lands in the recovery columns; the facts stay refused."""
+    engine = create_audit_engine(postgres_url())
+    try:
+        upgrade(engine)
+        repository = AuditRepository(engine)
+        stays = ScriptedVenue({"BTC": Decimal("1.27")})
+        plans = [AccountPlan("stays", "coinbase", stays)]
+        cycle = run_cycle(cycle_id="pg", plans=plans, context=context(repository, []))
+        (stored,) = repository.cycle_reports("pg")
+        assert stored == cycle.reports[0]
+        assert stored.recovery is not None
+        assert stored.recovery.status is RecoveryStatus.FAILED
+        with pytest.raises(DBAPIError), engine.begin() as connection:
+            connection.execute(text("UPDATE reconciliation_audit SET status = 'SUCCESS'"))
+    finally:
+        engine.dispose()
