@@ -26,6 +26,8 @@ from workers.runtime import close_runtime, get_runtime
 
 log = logging.getLogger(__name__)
 
+#: The tasks whose result is a finished cycle: the join, or the join of its confirmation.
+CYCLE_ENDS: Final = frozenset({"recon.compare_and_report", "recon.confirm_breaks"})
 #: Threads of the embedded worker: the chord's header tasks and the join run side by side.
 EMBEDDED_CONCURRENCY: Final = 8
 
@@ -46,7 +48,7 @@ def cycle_line(result: object) -> str | None:
 @contextlib.contextmanager
 def _print_cycles(out: TextIO) -> Iterator[None]:
     def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
-        if getattr(sender, "name", None) != "recon.compare_and_report":
+        if getattr(sender, "name", None) not in CYCLE_ENDS:
             return
         line = cycle_line(result)
         if line is not None:

@@ -60,7 +60,7 @@ def test_recon_up_runs_cycles_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        lines = _read_lines(process, 2, time.monotonic() + 40)
+        lines = _read_lines(process, 2, time.monotonic() + 90)
     finally:
         process.send_signal(signal.SIGINT)
         try:
