@@ -6,6 +6,8 @@
 - ``recon_fetch_failures_total{exchange,kind}`` (counter): reads that failed after retries.
 - ``recon_cycles_total{status}`` (counter): cycles by outcome.
 - ``recon_last_cycle_timestamp_seconds`` (gauge): when the last cycle finished (staleness).
+- ``recon_recoveries_total{exchange,outcome}`` (counter): confirming re-fetches by verdict
+  (SUCCESS: the break was gone, a timing break; FAILED: confirmed) — the recovery success rate.
 
 Labels carry venue names, statuses and kinds only: never an account's amounts.
 """
@@ -57,6 +59,12 @@ class CycleMetrics:
         self.cycles = Counter(
             "recon_cycles", "Cycles written, by cycle status.", ["status"], registry=self.registry
         )
+        self.recoveries = Counter(
+            "recon_recoveries",
+            "Confirming re-fetches of WARNING-or-worse breaks, by verdict.",
+            ["exchange", "outcome"],
+            registry=self.registry,
+        )
         self.last_cycle = Gauge(
             "recon_last_cycle_timestamp_seconds",
             "Unix time at which the last cycle finished.",
@@ -73,6 +81,10 @@ class CycleMetrics:
             if report.error is not None:
                 self.fetch_failures.labels(
                     exchange=report.exchange, kind=report.error.kind.value
+                ).inc()
+            if report.recovery is not None:
+                self.recoveries.labels(
+                    exchange=report.exchange, outcome=report.recovery.status.value
                 ).inc()
             for d in report.discrepancies:
                 self.discrepancies.labels(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta, timezone
@@ -155,12 +156,19 @@ def test_recovery_and_notes_may_be_recorded(
             .values(
                 recovery_attempted=True,
                 recovery_status="SUCCESS",
-                recovery_details_json="{}",
+                recovery_details_json=(
+                    '{"checked_at":"2026-11-24T00:00:06Z","found_status":"SUCCESS",'
+                    '"discrepancies":[],"error":null}'
+                ),
                 operator_notes="timing break",
             )
         )
     assert raw_row(engine, report.reconciliation_id)["operator_notes"] == "timing break"
-    assert repo.get(report.reconciliation_id) == report
+    stored = repo.get(report.reconciliation_id)
+    assert stored is not None
+    assert dataclasses.replace(stored, recovery=None) == report  # the facts are unchanged
+    assert stored.recovery is not None
+    assert stored.recovery.found_status is not None
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -261,7 +262,10 @@ def test_recovery_and_notes_may_be_recorded(engine: Engine, repo: AuditRepositor
             .values(
                 recovery_attempted=True,
                 recovery_status="FAILED",
-                recovery_details_json='{"exchange_balances":{"BTC":"1.27"}}',
+                recovery_details_json=(
+                    '{"checked_at":"2026-11-24T00:00:06Z","found_status":"WARNING",'
+                    '"discrepancies":[],"error":null}'
+                ),
                 operator_notes="confirmed with the desk",
             )
         )
@@ -271,7 +275,11 @@ def test_recovery_and_notes_may_be_recorded(engine: Engine, repo: AuditRepositor
         "FAILED",
         "confirmed with the desk",
     )
-    assert repo.get(report.reconciliation_id) == report
+    stored = repo.get(report.reconciliation_id)
+    assert stored is not None
+    assert dataclasses.replace(stored, recovery=None) == report  # the facts are unchanged
+    assert stored.recovery is not None
+    assert stored.recovery.status.value == "FAILED"
 
 
 def test_delete_is_refused(engine: Engine, repo: AuditRepository) -> None:

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import httpx
 
+from domain.confirmation import confirm, with_recovery
 from domain.policy import Policy, PriceTable
 from domain.reconcile import reconcile_account
 from domain.report import Cycle, ErrorKind, FetchError
@@ -61,6 +62,32 @@ def test_a_cycle_is_counted_by_status_venue_and_discrepancy() -> None:
     assert value("recon_cycles_total", {"status": "ERROR"}) == 1
     assert value("recon_cycle_duration_seconds_sum") == 1.5
     assert value("recon_cycle_duration_seconds_count") == 1
+
+
+def test_confirmations_are_counted_by_verdict() -> None:
+    """The recovery success rate: confirming re-fetches counted by SUCCESS / FAILED."""
+    cycle = _cycle()
+    warning = cycle.reports[0]
+    recheck = reconcile_account(
+        reconciliation_id="r1",
+        cycle_id="c",
+        account_id="a1",
+        exchange="coinbase",
+        reconciled_at=AT,
+        local={"BTC": Decimal("1.25")},
+        venue={"BTC": Decimal("1.25")},
+        policy=Policy(),
+        prices=PRICES,
+    )
+    confirmed = with_recovery(warning, confirm(warning, recheck, AT))
+    metrics = CycleMetrics()
+    metrics.observe(Cycle("c", AT, AT, (confirmed,)))
+    assert (
+        metrics.registry.get_sample_value(
+            "recon_recoveries_total", {"exchange": "coinbase", "outcome": "SUCCESS"}
+        )
+        == 1
+    )
 
 
 def _free_port() -> int:
