@@ -10,6 +10,7 @@ import logging
 import socket
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -320,6 +321,9 @@ def build_runtime(
         book = build_book(roster, settings, http, environ, resources)
         prices = build_prices(roster, settings, http)
         audit = resources.enter_context(open_audit(settings))
+        fetch_pool = resources.enter_context(
+            ThreadPoolExecutor(max_workers=HTTP_MAX_CONNECTIONS, thread_name_prefix="recon-fetch")
+        )
     except BaseException:
         resources.close()
         raise
@@ -332,6 +336,7 @@ def build_runtime(
         clock=utc_now,
         observers=tuple(observers),
         confirm_delay=float(settings.confirm_delay_seconds),
+        fetch_pool=fetch_pool,
     )
     return Runtime(plans, context, resources)
 

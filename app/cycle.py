@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -71,6 +71,8 @@ class CycleContext:
     observers: tuple[CycleObserver, ...] = ()
     #: Wait before the confirming re-fetch of a WARNING-or-worse break (seconds).
     confirm_delay: float = 0.0
+    #: The process's shared fetch threads, sized to its HTTP connection pool.
+    fetch_pool: Executor | None = None
     sleep: Callable[[float], None] = time.sleep
 
 
@@ -231,11 +233,14 @@ AttemptResult = Mapping[str, Decimal] | SourceError
 
 
 def fetch_attempt(
-    plans: Sequence[AccountPlan], *, max_concurrency: int = 32
+    plans: Sequence[AccountPlan], *, pool: Executor | None = None, max_concurrency: int = 32
 ) -> dict[str, AttemptResult]:
     """One attempt per account, concurrently: balances in book codes, or the venue's error.
 
     The Celery header calls this once per (re)try, so retrying stays Celery's single layer.
+    ``pool`` is the process's shared fetch pool: however many header tasks run at once, the
+    process never has more requests in flight than its HTTP connection pool holds (measured:
+    512 threads on 64 connections gave ReadErrors and 10 s timeouts; 64 gave none).
     """
     if not plans:
         return {}
@@ -246,9 +251,12 @@ def fetch_attempt(
         except SourceError as error:
             return error
 
-    with ThreadPoolExecutor(max_workers=min(max_concurrency, len(plans))) as pool:
-        results = pool.map(attempt, plans)
-        return {plan.account_id: result for plan, result in zip(plans, results, strict=True)}
+    if pool is not None:
+        results = list(pool.map(attempt, plans))
+    else:
+        with ThreadPoolExecutor(max_workers=min(max_concurrency, len(plans))) as local:
+            results = list(local.map(attempt, plans))
+    return {plan.account_id: result for plan, result in zip(plans, results, strict=True)}
 
 
 def fetch_all(

@@ -198,7 +198,7 @@ def fetch_venue(
     outcomes: dict[str, OutcomeJson] = dict(done or {})
     pending = [a for a in account_ids if a not in outcomes]
     try:
-        results = fetch_attempt(runtime.plans_for(pending))
+        results = fetch_attempt(runtime.plans_for(pending), pool=runtime.context.fetch_pool)
     except Exception as error:  # a bug must not sink the chord: record it per account
         log.exception("venue fetch crashed: cycle=%s", cycle_id)
         crash = _unexpected(error)

@@ -3,6 +3,7 @@ Coinbase marks, reconciled against the sandbox by ``recon reconcile`` and by rea
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import threading
@@ -25,6 +26,10 @@ from tests.support import DEMO_KEYS, Desk, desk_fixture, reports_by_account  # n
 
 KEYS = DATA_DIR / "keys"
 KRAKEN_KEY = (KEYS / "kraken-main.key").read_text().strip()
+#: The ccxt account has a Kraken key of its own: two clients sharing one key would race each
+#: other's nonces (Kraken refuses a nonce not above the key's last one).
+CCXT_KRAKEN_KEY = "ccxt-kraken-test-key"
+CCXT_KRAKEN_SECRET = base64.b64encode(b"recon-test-ccxt-kraken-secret-0123456789abcdef").decode()
 BINANCE_KEY = (KEYS / "binance-main.key").read_text().strip()
 #: Live marks served by the sandbox's public Coinbase product route (the roster sets none).
 MARKS = {"BTC": "60000", "ETH": "3000"}
@@ -85,6 +90,16 @@ def scenario_data() -> dict[str, Any]:
                 ],
             },
             {
+                "id": "kr-ccxt",
+                "venue": "kraken",
+                "api_key": CCXT_KRAKEN_KEY,
+                "api_secret": CCXT_KRAKEN_SECRET,
+                "balances": [
+                    {"asset": "XXBT", "balance": "0.5"},
+                    {"asset": "ZUSD", "balance": "2500.1234"},
+                ],
+            },
+            {
                 # Binance holds 0.01 BTC more than the book: 600 USD at the live mark, 1.6 %.
                 "id": "bn",
                 "venue": "binance",
@@ -135,6 +150,10 @@ def write_roster(desk: Desk, sandbox: SandboxServer, book_url: str) -> None:
     """Every venue kind, the HTTP book and live marks from the sandbox's Coinbase route."""
     base = sandbox.base_url
     key = DEMO_KEYS["cb-main"]
+    ccxt_key = desk.folder / "ccxt-kraken.key"
+    ccxt_secret = desk.folder / "ccxt-kraken.secret"
+    ccxt_key.write_text(CCXT_KRAKEN_KEY, encoding="utf-8")
+    ccxt_secret.write_text(CCXT_KRAKEN_SECRET, encoding="utf-8")
     desk.roster_path.write_text(
         f"""
 [policy]
@@ -197,7 +216,7 @@ def check_cycle(cycle: dict[str, Any]) -> None:
     assert reports["kr"]["exchange_balances"] == {"BTC": "0.5", "ETH": "3.35", "USD": "2500.1234"}
     (break_,) = reports["bn"]["discrepancies"]
     assert (break_["asset"], break_["diff"], break_["value_usd"]) == ("BTC", "0.01", "600")
-    # ccxt:kraken reads the same venue account as "kr": the book says 0.25 BTC for it.
+    # ccxt:kraken reads its own Kraken account (0.5 BTC, 2500.1234 USD): the book says 0.25 BTC.
     # Breaks were looked at twice; the sandbox still shows them: confirmed.
     assert {a: (r["recovery"] or {}).get("status") for a, r in reports.items()} == {
         "cb": None,
