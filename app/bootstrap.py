@@ -20,8 +20,11 @@ from typing import Final
 
 import httpx
 
+from app.alerts import publish_cycle_alerts
 from app.cycle import AccountPlan, CycleContext, CycleObserver
 from app.ports import BookSource, PriceSource
+from domain.report import Cycle, Status
+from infra.alerts import WebhookAlerts
 from infra.book.file_book import FileBook
 from infra.book.http_book import HttpBook
 from infra.book.sql_book import SqlBook
@@ -247,6 +250,34 @@ def build_prices(roster: Roster, settings: Settings, http: httpx.Client) -> Pric
     return StaticPrices(roster.prices.table)
 
 
+def alert_observers(
+    settings: Settings, http: httpx.Client, audit: AuditRepository
+) -> list[CycleObserver]:
+    """With ``RECONCILIATION_WEBHOOK_URL`` set: one observer that sends each cycle's opened and
+    resolved breaks (confirmed ones only; the audit history is the dedup state)."""
+    if settings.webhook_url is None:
+        return []
+    secret = settings.webhook_secret
+    webhook = WebhookAlerts(
+        http,
+        settings.webhook_url,
+        secret=None if secret is None else secret.get_secret_value(),
+        timeout=float(settings.timeout_seconds),
+    )
+    min_severity = Status(settings.alert_min_severity)
+
+    def send_alerts(cycle: Cycle) -> None:
+        publish_cycle_alerts(
+            cycle,
+            history_of=lambda account: audit.history(account_id=account, limit=3),
+            sink=webhook,
+            min_severity=min_severity,
+            at=utc_now(),
+        )
+
+    return [send_alerts]
+
+
 @contextmanager
 def open_audit(settings: Settings) -> Iterator[AuditRepository]:
     """The audit store, its schema checked (an empty SQLite file is migrated on first use)."""
@@ -324,6 +355,7 @@ def build_runtime(
         fetch_pool = resources.enter_context(
             ThreadPoolExecutor(max_workers=HTTP_MAX_CONNECTIONS, thread_name_prefix="recon-fetch")
         )
+        all_observers = [*observers, *alert_observers(settings, http, audit)]
     except BaseException:
         resources.close()
         raise
@@ -334,7 +366,7 @@ def build_runtime(
         audit=audit,
         retry=RetryPolicy(retries=settings.retry_count),
         clock=utc_now,
-        observers=tuple(observers),
+        observers=tuple(all_observers),
         confirm_delay=float(settings.confirm_delay_seconds),
         fetch_pool=fetch_pool,
     )
