@@ -16,6 +16,7 @@ class ExitCode(enum.IntEnum):
     CRITICAL = 4  # at least one report CRITICAL
     CONFIG = 5  # configuration refused before any work: no request, no audit row
     AUDIT_STORE = 6  # the audit store failed: the cycle's rows were rolled back
+    AUDIT_TAMPERED = 7  # recon audit verify: the chain is broken or rows are not frozen
 
     @classmethod
     def of_status(cls, status: Status) -> ExitCode:

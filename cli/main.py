@@ -24,7 +24,9 @@ from domain.confirmation import confirmed_cycle_status
 from domain.report import FetchError
 from domain.serialization import cycle_to_json, report_to_json
 from infra.config import ConfigError
+from infra.db import create_audit_engine, ensure_schema
 from infra.db.errors import AuditStoreError
+from infra.db.verify import verify_audit
 from workers import embedded
 
 log = logging.getLogger("recon")
@@ -150,6 +152,33 @@ def upgrade() -> None:
         except AuditStoreError as error:
             _fail(ExitCode.AUDIT_STORE, str(error))
         click.echo("audit store is at the latest schema", err=True)
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail's integrity."""
+
+
+@audit.command()
+def verify() -> None:
+    """Check the audit hash chain and that the database refuses UPDATE/DELETE (DESIGN §5)."""
+    with _configured() as configuration:
+        engine = create_audit_engine(configuration.settings.database_url)
+        try:
+            ensure_schema(engine)
+            problems = verify_audit(engine)
+        except AuditStoreError as error:
+            _fail(ExitCode.AUDIT_STORE, str(error))
+        finally:
+            engine.dispose()
+        for problem in problems:
+            click.echo(str(problem))
+        if problems:
+            _fail(
+                ExitCode.AUDIT_TAMPERED,
+                f"audit NOT intact, {len(problems)} problem(s); first: {problems[0]}",
+            )
+        click.echo("audit intact: chain verified, UPDATE and DELETE refused", err=True)
 
 
 @main.command()

@@ -93,6 +93,7 @@ class ReconciliationAudit(Base):
         CheckConstraint("discrepancy_count >= 0", name="discrepancy_count"),
         Index(None, "exchange_id", "reconciliation_timestamp"),
         Index(None, "account_id", "reconciliation_timestamp"),
+        Index(None, "account_id", "id"),
         Index(None, "status"),
     )
 
@@ -112,6 +113,9 @@ class ReconciliationAudit(Base):
     exchange_balances_json: Mapped[str] = mapped_column(Text)
     discrepancies_json: Mapped[str] = mapped_column(Text)
     error_json: Mapped[str | None] = mapped_column(Text)
+    #: The audit chain (:mod:`infra.db.chain`); facts too, frozen at INSERT.
+    row_hash: Mapped[str | None] = mapped_column(String(64))
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
     recovery_attempted: Mapped[bool] = mapped_column(Boolean, server_default=false())
     recovery_status: Mapped[str | None] = mapped_column(String(16))
     recovery_details_json: Mapped[str | None] = mapped_column(Text)

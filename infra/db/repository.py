@@ -2,8 +2,10 @@
 
 A cycle is written in one transaction as one ``INSERT … ON CONFLICT (reconciliation_id) DO
 NOTHING`` holding all its rows, so a redelivered cycle writes nothing twice and a failed
-write leaves nothing behind. Reads rebuild :class:`domain.report.Report` objects through the
-report JSON of :mod:`domain.serialization`, which also checks the stored status against them.
+write leaves nothing behind. Each new row is chained (:mod:`infra.db.chain`) to its account's
+latest row, read in the same transaction under a lock that serialises writers. Reads rebuild
+:class:`domain.report.Report` objects through the report JSON of :mod:`domain.serialization`,
+which also checks the stored status against them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
-from sqlalchemy import Engine, Select, bindparam, column, func, select
+from sqlalchemy import Connection, Engine, Select, bindparam, column, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -28,6 +30,7 @@ from domain.serialization import (
     report_from_json,
     report_to_json,
 )
+from infra.db.chain import row_hash
 from infra.db.engine import SQLITE_BEGIN_OPTION
 from infra.db.errors import AuditStoreError, describe_database_error
 from infra.db.models import AUDIT_TABLE, MUTABLE_COLUMNS, ReconciliationAudit
@@ -36,6 +39,34 @@ logger = logging.getLogger(__name__)
 
 #: Rows per INSERT statement: a whole cycle, up to the dialect's bind-parameter limit.
 _ROWS_PER_STATEMENT: Final = 100_000
+
+#: Text of PostgreSQL's transaction-scoped advisory lock serialising appends to the chain.
+CHAIN_LOCK_KEY: Final = "recon-audit-chain"
+
+# The chain's reads take their keys as one JSON array parameter (any cycle size, one bind),
+# and find each account's head by an index seek on (account_id, id), not a scan of its history.
+_RECORDED: Final = {
+    "sqlite": text(
+        "SELECT reconciliation_id FROM reconciliation_audit"
+        " WHERE reconciliation_id IN (SELECT value FROM json_each(:keys))"
+    ),
+    "postgresql": text(
+        "SELECT reconciliation_id FROM reconciliation_audit"
+        " WHERE reconciliation_id IN (SELECT json_array_elements_text(CAST(:keys AS json)))"
+    ),
+}
+_HEADS: Final = {
+    "sqlite": text(
+        "SELECT w.account_id, (SELECT r.row_hash FROM reconciliation_audit r"
+        " WHERE r.account_id = w.account_id ORDER BY r.id DESC LIMIT 1)"
+        " FROM (SELECT value AS account_id FROM json_each(:accounts)) w"
+    ),
+    "postgresql": text(
+        "SELECT w.account_id, (SELECT r.row_hash FROM reconciliation_audit r"
+        " WHERE r.account_id = w.account_id ORDER BY r.id DESC LIMIT 1)"
+        " FROM json_array_elements_text(CAST(:accounts AS json)) AS w(account_id)"
+    ),
+}
 
 #: The columns a cycle's INSERT sets: the facts, but the id and created_at the database assigns.
 _INSERTED: Final = tuple(
@@ -71,9 +102,12 @@ class AuditRepository:
                     **{SQLITE_BEGIN_OPTION: "IMMEDIATE"},
                 )
                 with connection.begin():
-                    # Counted from RETURNING: drivers' rowcount for INSERT is not dependable.
-                    result = connection.execute(self._insert, self._params(rows))
-                    written = len(result.all())
+                    fresh = _chain(connection, rows)
+                    written = 0
+                    if fresh:
+                        # Counted from RETURNING: drivers' rowcount for INSERT is not dependable.
+                        result = connection.execute(self._insert, self._params(fresh))
+                        written = len(result.all())
         except SQLAlchemyError as exc:
             # from None: the driver's detail lines can quote a whole row, balances included.
             reason = describe_database_error(exc)
@@ -171,6 +205,39 @@ class AuditRepository:
                 return list(session.scalars(query))
         except SQLAlchemyError as exc:
             raise AuditStoreError(f"audit read failed: {describe_database_error(exc)}") from None
+
+
+def _chain(connection: Connection, rows: _Rows) -> _Rows:
+    """The rows not recorded yet, each with its ``prev_hash`` and ``row_hash`` set.
+
+    Runs inside the cycle's write transaction, after taking the chain lock: PostgreSQL's
+    transaction-scoped advisory lock (one key for the whole table, so no lock-order deadlock);
+    on SQLite the transaction's ``BEGIN IMMEDIATE`` already serialises writers. Two writers
+    therefore never read the same head of an account's chain. Reports already recorded, and a
+    repeat of a report within the batch, are left out: they must not advance a head.
+    """
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(CHAIN_LOCK_KEY))))
+    keys = list(dict.fromkeys(row["reconciliation_id"] for row in rows))
+    recorded = set(connection.execute(_RECORDED[dialect], {"keys": _dumps(keys)}).scalars())
+    fresh: _Rows = []
+    for row in rows:
+        if row["reconciliation_id"] not in recorded:
+            recorded.add(row["reconciliation_id"])
+            fresh.append(row)
+    accounts = sorted({row["account_id"] for row in fresh})
+    heads: dict[str, str | None] = {}
+    if accounts:
+        found = connection.execute(_HEADS[dialect], {"accounts": _dumps(accounts)}).all()
+        heads.update({str(account): digest for account, digest in found})
+    chained: _Rows = []
+    for row in fresh:
+        prev = heads.get(row["account_id"])
+        digest = row_hash(row, prev)
+        heads[row["account_id"]] = digest
+        chained.append({**row, "prev_hash": prev, "row_hash": digest})
+    return chained
 
 
 def _cycle_insert(dialect: str) -> tuple[ReturningInsert[int], Callable[[_Rows], _Params]]:

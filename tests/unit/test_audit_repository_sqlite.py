@@ -124,6 +124,7 @@ def test_ensure_schema_migrates_an_empty_file(tmp_path: Path) -> None:
         } == {
             ("exchange_id", "reconciliation_timestamp"),
             ("account_id", "reconciliation_timestamp"),
+            ("account_id", "id"),
             ("status",),
         }
         with engine.connect() as conn:

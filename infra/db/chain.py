@@ -1,0 +1,59 @@
+"""The audit hash chain (DESIGN §5, Audit chain): the hash of one row of ``reconciliation_audit``.
+
+``row_hash`` is the SHA-256 (lower-case hex) of a canonical JSON object holding the row's own
+recorded facts and ``prev_hash``, the ``row_hash`` of the previous row (by ``id``) of the same
+account, ``null`` for an account's first row. Canonical: keys sorted, no whitespace, UTF-8, the
+timestamp in UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always six fraction digits), the JSON
+columns hashed as the exact text stored. Pure: stdlib only, no database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Final
+
+#: The columns whose values a row's hash covers (with ``prev_hash``).
+HASHED_COLUMNS: Final = (
+    "reconciliation_id",
+    "cycle_id",
+    "account_id",
+    "exchange_id",
+    "reconciliation_timestamp",
+    "status",
+    "discrepancy_count",
+    "local_balances_json",
+    "exchange_balances_json",
+    "discrepancies_json",
+    "error_json",
+)
+
+
+def _timestamp(moment: object) -> str:
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise TypeError("reconciliation_timestamp must be a timezone-aware datetime")
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return f"{text}Z"
+
+
+def canonical_facts(facts: Mapping[str, object], prev_hash: str | None) -> bytes:
+    """The bytes hashed for a row with ``facts`` (at least :data:`HASHED_COLUMNS`)."""
+    document: dict[str, object] = {name: facts[name] for name in HASHED_COLUMNS}
+    document["reconciliation_timestamp"] = _timestamp(facts["reconciliation_timestamp"])
+    count = facts["discrepancy_count"]
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError("discrepancy_count must be an integer")
+    document["prev_hash"] = prev_hash or None
+    return json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def row_hash(facts: Mapping[str, object], prev_hash: str | None) -> str:
+    """SHA-256 (hex) of a row's facts chained to ``prev_hash`` (``None`` or "" for the first)."""
+    return hashlib.sha256(canonical_facts(facts, prev_hash)).hexdigest()
+
+
+__all__ = ["HASHED_COLUMNS", "canonical_facts", "row_hash"]
