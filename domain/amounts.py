@@ -61,7 +61,8 @@ def parse_amount(value: object, *, allow_negative: bool = True) -> Decimal:
         raise InvalidAmount(f"amount must be a decimal string, not {type(value).__name__}")
     if not amount.is_finite():
         raise InvalidAmount("amount is not finite (NaN or Infinity)")
-    if abs(amount) >= MAX_MAGNITUDE:
+    # copy_abs, not abs(): abs() rounds to the context and overflows on a huge exponent.
+    if amount.copy_abs() >= MAX_MAGNITUDE:
         raise InvalidAmount("amount is out of range")
     exponent = amount.as_tuple().exponent
     assert isinstance(exponent, int)  # finite decimals always have an int exponent

@@ -48,7 +48,10 @@ def parse_timestamp(text: object) -> datetime:
         raise SerializationError("timestamp is not ISO 8601") from exc
     if moment.tzinfo is None:
         raise SerializationError("timestamp has no timezone")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise SerializationError("timestamp is out of range") from exc
 
 
 def balances_to_json(balances: Mapping[str, Decimal]) -> dict[str, str]:

@@ -184,6 +184,10 @@ def load_roster(path: Path, settings: Settings) -> Roster:
         raw = tomllib.loads(text, parse_float=_TomlFloat)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except ValueError:  # tomllib's int() of an integer past Python's 4300-digit limit
+        raise ConfigError(f"{path}: not valid TOML: an integer is too long") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
 
     problems = _duplicate_ids(raw, path)
     try:

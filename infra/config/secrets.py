@@ -70,6 +70,8 @@ def resolve(ref: SecretRef, *, environ: Mapping[str, str], base_dir: Path) -> st
             value = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise ConfigError(f"{ref}: the file is not UTF-8 text") from None
+        except ValueError:  # "embedded null byte": no file can have that path
+            raise ConfigError(f"{ref}: cannot read the file (a NUL in the path)") from None
         except OSError as exc:
             raise ConfigError(f"{ref}: cannot read the file ({exc.strerror})") from None
         value = _drop_one_newline(value)

@@ -444,7 +444,10 @@ def _seconds(table: _Table) -> float:
     value = table.raw("seconds")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise table.error("seconds", "must be a number")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer past float's range
+        seconds = math.inf
     if not math.isfinite(seconds) or not 0 < seconds <= 3600:
         raise table.error("seconds", "must be between 0 and 3600 (exclusive of 0)")
     return seconds
@@ -470,6 +473,8 @@ def _public_key(table: _Table, base_dir: Path) -> PublicKey:
             pem = path.read_bytes()
         except OSError as exc:
             raise table.error(key_field, f"cannot be read ({exc.strerror})") from None
+        except ValueError:  # "embedded null byte": no file can have that path
+            raise table.error(key_field, "cannot be read (a NUL in the path)") from None
     try:
         key = load_pem_public_key(pem)
     except (ValueError, TypeError):
@@ -580,7 +585,7 @@ def _kraken_secret(table: _Table, base_dir: Path) -> str:
         path = path if path.is_absolute() else base_dir / path
         try:
             secret = path.read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError):
+        except (OSError, ValueError):  # ValueError: not ASCII, or a NUL in the path
             raise table.error(key_field, "cannot be read as ASCII text") from None
     secret = secret.strip()
     try:
@@ -615,10 +620,14 @@ def _kraken_rate_limit(table: _Table) -> KrakenRateLimit | None:
     decay = limit.raw("decay_per_second")
     if isinstance(decay, bool) or not isinstance(decay, int | float):
         raise limit.error("decay_per_second", "must be a number")
-    if not math.isfinite(decay) or not 0 < decay <= 10_000:
+    try:
+        per_second = float(decay)
+    except OverflowError:  # an integer past float's range
+        per_second = math.inf
+    if not math.isfinite(per_second) or not 0 < per_second <= 10_000:
         raise limit.error("decay_per_second", "must be between 0 and 10000 (exclusive of 0)")
     limit.finish()
-    return KrakenRateLimit(max_counter=max_counter, decay_per_second=float(decay))
+    return KrakenRateLimit(max_counter=max_counter, decay_per_second=per_second)
 
 
 def _kraken_account(table: _Table, base_dir: Path) -> KrakenAccount:
@@ -650,7 +659,7 @@ def _binance_secret(table: _Table, base_dir: Path) -> str:
         path = path if path.is_absolute() else base_dir / path
         try:
             secret = path.read_text(encoding="ascii")
-        except (OSError, UnicodeDecodeError):
+        except (OSError, ValueError):  # ValueError: not ASCII, or a NUL in the path
             raise table.error(key_field, "cannot be read as ASCII text") from None
     secret = secret.strip()
     if not _BINANCE_CREDENTIAL.match(secret):
@@ -777,10 +786,16 @@ def load_scenario(path: str | Path) -> Scenario:
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{file}: is not UTF-8 text") from None
     except OSError as exc:
         raise ScenarioError(f"{file}: cannot be read ({exc.strerror})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{file}: not valid TOML ({exc})") from None
+    except ValueError:  # tomllib's int() of an integer past Python's 4300-digit limit
+        raise ScenarioError(f"{file}: not valid TOML (an integer is too long)") from None
+    except RecursionError:
+        raise ScenarioError(f"{file}: not valid TOML (nested too deeply)") from None
     return parse_scenario(data, source=str(file), base_dir=file.parent.resolve())

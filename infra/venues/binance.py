@@ -318,7 +318,7 @@ def error_code(body: bytes) -> int | None:
         isinstance(code, Decimal)
         and code.is_finite()
         and code == code.to_integral_value()
-        and abs(code) < 100_000
+        and code.copy_abs() < 100_000  # abs() would overflow on 1e999999999
     ):
         return int(code)
     return None

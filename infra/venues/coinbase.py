@@ -115,6 +115,9 @@ class CoinbaseClient:
             )
             if cursor == "":
                 return totals
+            if not _encodable(cursor):
+                # A lone surrogate (a "\ud800" escape in the JSON) cannot go into the next URL.
+                raise MalformedVenueResponse(f"{VENUE}: malformed response: cursor is not text")
             if cursor in seen_cursors:
                 raise MalformedVenueResponse(
                     f"{VENUE}: malformed response: cursor repeats on page {page + 1}"
@@ -167,6 +170,15 @@ def _jwt_host(base_url: str) -> str:
         raise ValueError("Coinbase base_url must be http(s)://host[:port]")
     host = f"[{url.host}]" if ":" in url.host else url.host
     return host if url.port is None else f"{host}:{url.port}"
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid Unicode (JSON escapes can decode to lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _account_total(account: Any, *, field: str) -> tuple[str, Decimal]:

@@ -248,7 +248,7 @@ def venue_error_code(body: bytes) -> str | None:
         if (
             isinstance(candidate, Decimal)
             and candidate == candidate.to_integral_value()
-            and abs(candidate) < 100_000
+            and candidate.copy_abs() < 100_000  # abs() would overflow on 1e999999999
         ):
             return f"code {int(candidate)}"
     return None
