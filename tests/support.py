@@ -139,6 +139,16 @@ def roster_entry(venue: Mapping[str, Any], base_url: str) -> dict[str, Any]:
             "api_key": f"file:{key.name_file}",
             "api_secret": f"file:{key.private_pem}",
         }
+    if venue["venue"] in {"kraken", "binance"}:
+        # The sandbox's demo key pair of that venue (the scenario holds the same values).
+        stem = f"{venue['venue']}-main"
+        return {
+            "id": venue["id"],
+            "exchange": venue["venue"],
+            "base_url": base_url,
+            "api_key": f"file:{KEYS_DIR / f'{stem}.key'}",
+            "api_secret": f"file:{KEYS_DIR / f'{stem}.secret'}",
+        }
     return {
         "id": venue["id"],
         "exchange": "dydx",
