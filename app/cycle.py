@@ -113,6 +113,37 @@ def _read_book(book: BookSource, account_id: str) -> VenueOutcome:
         return error.to_fetch_error()
 
 
+def _compare_accounts(
+    *,
+    cycle_id: str,
+    accounts: Sequence[tuple[str, str, str]],
+    outcomes: Mapping[str, VenueOutcome],
+    context: CycleContext,
+) -> list[Report]:
+    """Read the book for each ``(reconciliation_id, account_id, exchange)``, price the assets
+    in play once, and compare each account's venue outcome with its book."""
+    locals_by_account = {account: _read_book(context.book, account) for _, account, _ in accounts}
+    assets: set[str] = set()
+    for side in (*locals_by_account.values(), *(outcomes[a] for _, a, _ in accounts)):
+        if not isinstance(side, FetchError):
+            assets.update(side)
+    prices = context.prices.prices_for(sorted(assets))
+    return [
+        reconcile_account(
+            reconciliation_id=report_id,
+            cycle_id=cycle_id,
+            account_id=account,
+            exchange=exchange,
+            reconciled_at=context.clock(),
+            local=locals_by_account[account],
+            venue=outcomes[account],
+            policy=context.policy,
+            prices=prices,
+        )
+        for report_id, account, exchange in accounts
+    ]
+
+
 def observe_cycle(context: CycleContext, cycle: Cycle) -> None:
     """Hand a finished cycle to the observers (metrics); an observer's failure is logged."""
     for observe in context.observers:
@@ -142,25 +173,16 @@ def confirm_breaks(
     flagged = [r for r in cycle.reports if needs_confirmation(r) and r.account_id in outcomes]
     if not flagged:
         return cycle
-    locals_by_account = {r.account_id: _read_book(context.book, r.account_id) for r in flagged}
-    assets: set[str] = set()
-    for side in (*locals_by_account.values(), *outcomes.values()):
-        if not isinstance(side, FetchError):
-            assets.update(side)
-    prices = context.prices.prices_for(sorted(assets))
+    seconds = _compare_accounts(
+        cycle_id=cycle.cycle_id,
+        accounts=[
+            (r.reconciliation_id, r.account_id, by_id[r.account_id].exchange) for r in flagged
+        ],
+        outcomes=outcomes,
+        context=context,
+    )
     confirmed: dict[str, Report] = {}
-    for report in flagged:
-        second = reconcile_account(
-            reconciliation_id=report.reconciliation_id,
-            cycle_id=report.cycle_id,
-            account_id=report.account_id,
-            exchange=by_id[report.account_id].exchange,
-            reconciled_at=context.clock(),
-            local=locals_by_account[report.account_id],
-            venue=outcomes[report.account_id],
-            policy=context.policy,
-            prices=prices,
-        )
+    for report, second in zip(flagged, seconds, strict=True):
         recovery = confirm(report, second, context.clock())
         confirmed[report.account_id] = with_recovery(report, recovery)
         log.info(
@@ -187,29 +209,14 @@ def compare_and_report(
     All rows of the cycle are written in one transaction; a failure of the audit store
     propagates and leaves nothing written. Writing is idempotent on the report ids.
     """
-    locals_by_account = {
-        plan.account_id: _read_book(context.book, plan.account_id) for plan in plans
-    }
-    assets: set[str] = set()
-    for side in (*locals_by_account.values(), *outcomes.values()):
-        if not isinstance(side, FetchError):
-            assets.update(side)
-    prices = context.prices.prices_for(sorted(assets))
-    reports: list[Report] = []
-    for plan in plans:
-        reports.append(
-            reconcile_account(
-                reconciliation_id=reconciliation_id(cycle_id, plan.account_id),
-                cycle_id=cycle_id,
-                account_id=plan.account_id,
-                exchange=plan.exchange,
-                reconciled_at=context.clock(),
-                local=locals_by_account[plan.account_id],
-                venue=outcomes[plan.account_id],
-                policy=context.policy,
-                prices=prices,
-            )
-        )
+    reports = _compare_accounts(
+        cycle_id=cycle_id,
+        accounts=[
+            (reconciliation_id(cycle_id, p.account_id), p.account_id, p.exchange) for p in plans
+        ],
+        outcomes=outcomes,
+        context=context,
+    )
     write_started = time.perf_counter()
     context.audit.record_cycle(reports)
     log.debug(
