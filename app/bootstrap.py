@@ -42,6 +42,7 @@ from infra.config import (
 )
 from infra.db.engine import create_audit_engine
 from infra.db.migrate import ensure_schema, upgrade
+from infra.db.operator_actions import OperatorActionLog
 from infra.db.repository import AuditRepository
 from infra.prices.coinbase import CoinbasePrices
 from infra.prices.static import StaticPrices
@@ -231,7 +232,7 @@ def build_book(
     where = f"{roster.source}: field 'book.url'"
     url = book.url if isinstance(book.url, str) else _resolve(roster, book.url, environ, where)
     try:
-        sql_book = SqlBook(url, book.query, timeout=timeout)
+        sql_book = SqlBook(url, book.query, timeout=timeout, upsert=book.upsert)
     except ValueError as error:
         raise ConfigError(f"{roster.source}: field 'book.query': {error}") from None
     resources.callback(sql_book.close)
@@ -285,6 +286,17 @@ def open_audit(settings: Settings) -> Iterator[AuditRepository]:
     try:
         ensure_schema(engine)
         yield AuditRepository(engine)
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def open_operator_log(settings: Settings) -> Iterator[OperatorActionLog]:
+    """The ``operator_actions`` log of the audit store, its schema checked as by open_audit."""
+    engine = create_audit_engine(settings.database_url)
+    try:
+        ensure_schema(engine)
+        yield OperatorActionLog(engine)
     finally:
         engine.dispose()
 
@@ -412,6 +424,7 @@ __all__ = [
     "embedded_sandbox",
     "load_configuration",
     "open_audit",
+    "open_operator_log",
     "select_accounts",
     "serve_sandbox",
     "upgrade_audit",

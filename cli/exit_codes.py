@@ -17,6 +17,8 @@ class ExitCode(enum.IntEnum):
     CONFIG = 5  # configuration refused before any work: no request, no audit row
     AUDIT_STORE = 6  # the audit store failed: the cycle's rows were rolled back
     AUDIT_TAMPERED = 7  # recon audit verify: the chain is broken or rows are not frozen
+    SYNC_REFUSED = 8  # recon sync: refused (not authorised, no reason, book not writable)
+    SYNC_FAILED = 9  # recon sync: the venue or the book write failed; the book is unchanged
 
     @classmethod
     def of_status(cls, status: Status) -> ExitCode:

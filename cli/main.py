@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from app import bootstrap
 from app.cycle import VenueOutcome, run_cycle
+from app.sync import sync_balances
 from cli.exit_codes import ExitCode
 from cli.render import history_csv, output_console, print_cycle, reports_table
 from domain.confirmation import confirmed_cycle_status
@@ -136,6 +137,55 @@ def history(
             click.echo(history_csv(reports), nl=False)
         else:
             output_console().print(reports_table(reports, f"history ({len(reports)} reports)"))
+
+
+#: The caller's operator token for ``recon sync`` (DESIGN §6); never logged or stored.
+OPERATOR_TOKEN_ENV = "RECONCILIATION_OPERATOR_TOKEN"  # noqa: S105 - a variable name
+
+_SYNC_EXIT = {"synced": ExitCode.OK, "refused": ExitCode.SYNC_REFUSED}
+
+
+@main.command()
+@click.option("--account", "account_id", required=True, metavar="ID", help="The account.")
+@click.option("--operator", required=True, metavar="NAME", help="Who asks (token bound to it).")
+@click.option("--reason", required=True, metavar="TEXT", help="Why (recorded).")
+def sync(account_id: str, operator: str, reason: str) -> None:
+    """Write the venue's balances of one account into the book (authorised operators only).
+
+    The token is read from RECONCILIATION_OPERATOR_TOKEN. Exit 0 synced, 8 refused, 9 failed.
+    """
+    token = os.environ.get(OPERATOR_TOKEN_ENV, "")
+    with _configured() as configuration:
+        try:
+            selected = bootstrap.select_accounts(configuration.roster, account_ids=[account_id])
+            tokens = configuration.settings.operator_token_table()
+            runtime = bootstrap.build_runtime(configuration, selected, os.environ)
+        except ConfigError as error:
+            _fail(ExitCode.CONFIG, f"configuration refused: {error}")
+        except AuditStoreError as error:
+            _fail(ExitCode.AUDIT_STORE, str(error))
+        try:
+            with (
+                runtime,
+                bootstrap.embedded_sandbox(configuration),
+                bootstrap.open_operator_log(configuration.settings) as action_log,
+            ):
+                outcome = sync_balances(
+                    account_id=account_id,
+                    operator=operator,
+                    token=token,
+                    reason=reason,
+                    tokens=tokens,
+                    plan=runtime.plans[0],
+                    book=runtime.context.book,
+                    log=action_log,
+                    retry=runtime.context.retry,
+                    clock=runtime.context.clock,
+                )
+        except AuditStoreError as error:
+            _fail(ExitCode.AUDIT_STORE, str(error))
+    click.echo(json.dumps(outcome, indent=2))
+    sys.exit(int(_SYNC_EXIT.get(str(outcome["outcome"]), ExitCode.SYNC_FAILED)))
 
 
 @main.group()

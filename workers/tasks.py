@@ -12,10 +12,12 @@ from celery import Task
 from celery.canvas import Signature
 from celery.utils.log import get_task_logger
 
+from app import bootstrap
 from app.cycle import VenueOutcome, fetch_attempt, flagged_accounts, observe_cycle
 from app.cycle import compare_and_report as compare_accounts
 from app.cycle import confirm_breaks as confirm_accounts
 from app.outcomes import OutcomeJson, outcome_to_json, outcomes_from_json
+from app.sync import sync_balances as sync_account_balances
 from domain.report import Cycle, ErrorKind, FetchError, SourceError
 from domain.serialization import cycle_to_json, format_timestamp, report_to_json
 from infra.db.errors import AuditStoreError
@@ -175,6 +177,47 @@ def get_history(self: Task[Any, Any], /, *args: Any, **kwargs: Any) -> list[dict
         raise RuntimeError("the audit store cannot read history")
     reports = history(account_id=account_id, exchange=exchange, limit=limit)
     return [report_to_json(r) for r in reports]
+
+
+def _require_string(task: str, name: str, value: object) -> str:
+    """A string argument, possibly empty (the sync refuses, and records, an empty one)."""
+    if not isinstance(value, str):
+        raise InvalidTaskPayload(
+            f"{task}: argument {name!r} must be a string, not {type(value).__name__}"
+        )
+    return value
+
+
+@app.task(name="recon.sync_balances", bind=True, resultrepr_maxsize=RESULT_REPR_SIZE)
+def sync_balances(self: Task[Any, Any], /, *args: Any, **kwargs: Any) -> dict[str, object]:
+    """Write one account's venue balances into the book, for an authorised operator (§5).
+
+    The result is the outcome: ``synced``, ``refused`` (a normal result, recorded) or
+    ``failed``. The token is never logged, stored or echoed in an error.
+    """
+    name = "recon.sync_balances"
+    check_arguments(
+        name, kwargs, required=("account_id", "operator", "token", "reason"), positional=args
+    )
+    runtime = get_runtime()
+    account_id = require_choice(name, "account_id", kwargs["account_id"], runtime.plans)
+    operator = require_text(name, "operator", kwargs["operator"])
+    token = _require_string(name, "token", kwargs["token"])
+    reason = _require_string(name, "reason", kwargs["reason"])
+    settings = runtime.configuration.settings
+    with bootstrap.open_operator_log(settings) as action_log:
+        return sync_account_balances(
+            account_id=account_id,
+            operator=operator,
+            token=token,
+            reason=reason,
+            tokens=settings.operator_token_table(),
+            plan=runtime.plans[account_id],
+            book=runtime.context.book,
+            log=action_log,
+            retry=runtime.context.retry,
+            clock=runtime.context.clock,
+        )
 
 
 def _unexpected(error: BaseException) -> FetchError:

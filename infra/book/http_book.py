@@ -21,21 +21,28 @@ same error. An unreachable book is never an empty book: each failure is a
     HTTP 404, any other 4xx, a redirect (not followed), a non-http(s) URL           → config
     a 2xx body that is not the book JSON (HTML, truncated, NaN, duplicate keys …)   → malformed
 
+:meth:`HttpBook.put_balances` (``recon sync``) writes one account: ``PUT {url}/{account_id}``
+with ``{"account_id", "as_of", "balances": {asset: "decimal string"}}``; a non-2xx answer is a
+:class:`~infra.book.document.BookError` with the same kinds.
+
 Messages name the book by its URL without credentials, query or fragment (``book
 http://pm.internal:8080/balances: …``), never an amount and never a response body.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from domain.amounts import format_amount
 from domain.report import ErrorKind
 from infra.book.document import BookDocument, BookError, parse_book_json
 from infra.venues.errors import VenueError
@@ -116,6 +123,46 @@ class HttpBook:
         """Forget the snapshot: the next call fetches the book again."""
         with self._lock:
             self._snapshot = None
+
+    def put_balances(
+        self, account_id: str, balances: Mapping[str, Decimal], as_of: datetime
+    ) -> None:
+        """Write ``account_id``'s balances to the book: ``PUT {url}/{account_id}`` (sync, §6).
+
+        The body is ``{"account_id", "as_of", "balances": {asset: "decimal string"}}``. A 2xx
+        answer is success; anything else raises :class:`BookError` (kinds as for the GET, a
+        redirect is config). The snapshot is forgotten either way.
+        """
+        if as_of.tzinfo is None:
+            raise ValueError("as_of must be timezone-aware")
+        body = {
+            "account_id": account_id,
+            "as_of": as_of.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "balances": {asset: format_amount(amount) for asset, amount in balances.items()},
+        }
+        content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        target = f"{self._url.rstrip('/')}/{quote(account_id, safe='')}"
+        try:
+            response = send(
+                self._http,
+                "PUT",
+                target,
+                venue=self.source,
+                timeout=self._timeout,
+                headers={**_HEADERS, "Content-Type": "application/json"},
+                content=content,
+            )
+            if 300 <= response.status_code < 400:
+                raise BookError(
+                    f"{self.source}: unexpected redirect (HTTP {response.status_code}, not "
+                    f"followed) writing account {account_id!r}; check the [book] url",
+                    ErrorKind.CONFIG,
+                )
+            check_status(response, venue=self.source)
+        except VenueError as error:
+            raise BookError(error.message, error.kind) from None
+        finally:
+            self.invalidate()
 
     def _fetch(self) -> BookDocument | BookError:
         try:

@@ -32,6 +32,11 @@ Messages name the database by its URL without user, password or query string, an
 or SQLite error name: never a driver message (it may quote a value) and never an amount.
 The engine is created on first use (nothing connects at import or construction);
 :meth:`SqlBook.close` disposes it.
+
+Writing (``recon sync``, DESIGN §5 Operator actions) is separate: with ``upsert`` configured
+(``[book] upsert``, binding ``:account_id``, ``:asset`` and ``:amount``),
+:meth:`SqlBook.upsert_balances` runs it once per asset in ONE read-write transaction (all or
+nothing). SQLite gets its own read-write engine for that; reads stay read-only.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Context, Decimal, Inexact, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
@@ -51,7 +56,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from domain.amounts import MAX_FRACTION_DIGITS, InvalidAmount, add, parse_amount
+from domain.amounts import MAX_FRACTION_DIGITS, InvalidAmount, add, format_amount, parse_amount
 from domain.report import ErrorKind
 from infra.book.document import BookError
 
@@ -96,13 +101,29 @@ class SqlBook:
     Thread-safe: the engine's pool hands each call its own connection.
     """
 
-    def __init__(self, url: str, query: str, *, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        url: str,
+        query: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        upsert: str | None = None,
+    ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self._url = url
         self._statement = text(query)
         if "account_id" not in self._statement.compile().params:
             raise ValueError("the book query must select by the :account_id parameter")
+        self._upsert = None if upsert is None else text(upsert)
+        if self._upsert is not None:
+            missing = {"account_id", "asset", "amount"} - set(self._upsert.compile().params)
+            if missing:
+                raise ValueError(
+                    f"the book upsert must bind {', '.join(sorted(missing))} "
+                    "(:account_id, :asset, :amount)"
+                )
+        self._write_engine: Engine | None = None
         self.source = f"book {public_db_url(url)}"
         self._timeout = timeout
         self._engine: Engine | None = None
@@ -139,12 +160,65 @@ class SqlBook:
                 ) from None
         return _balances(rows, where)
 
+    @property
+    def writable(self) -> bool:
+        """Whether an ``upsert`` statement is configured (``recon sync`` can write)."""
+        return self._upsert is not None
+
+    def upsert_balances(self, account_id: str, balances: Mapping[str, Decimal]) -> None:
+        """Run the configured ``upsert`` once per asset, all in ONE read-write transaction.
+
+        Binds ``:account_id``, ``:asset`` and ``:amount`` (a Decimal; on SQLite its canonical
+        decimal string, the driver binding no Decimal). Either every
+        asset is written or none is. Raises :class:`BookError` (kind config when no upsert is
+        configured; otherwise as for reads), never quoting a value.
+        """
+        where = f"{self.source}: account {account_id!r}"
+        if self._upsert is None:
+            raise BookError(f"{where}: the book has no upsert statement", ErrorKind.CONFIG)
+        engine = self._write_engine_or_raise()
+        try:
+            with engine.connect() as connection, connection.begin():
+                if connection.dialect.name == "postgresql":
+                    timeout_ms = max(1, math.ceil(self._timeout * 1000))
+                    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {timeout_ms}")
+                # SQLite's driver cannot bind a Decimal: the canonical decimal string there.
+                as_text = connection.dialect.name == "sqlite"
+                for asset, amount in balances.items():
+                    value = format_amount(amount) if as_text else amount
+                    connection.execute(
+                        self._upsert, {"account_id": account_id, "asset": asset, "amount": value}
+                    )
+        except sa_exc.DBAPIError as error:
+            raise BookError(
+                f"{where}: the upsert failed ({_describe(error)})", _query_kind(error)
+            ) from None
+        except sa_exc.SQLAlchemyError as error:
+            raise BookError(
+                f"{where}: the upsert failed ({type(error).__name__})", ErrorKind.CONFIG
+            ) from None
+
     def close(self) -> None:
-        """Dispose the engine (a later call creates a new one)."""
+        """Dispose the engines (a later call creates new ones)."""
         with self._lock:
             engine, self._engine = self._engine, None
-        if engine is not None:
-            engine.dispose()
+            write_engine, self._write_engine = self._write_engine, None
+        for each in (engine, write_engine):
+            if each is not None:
+                each.dispose()
+
+    def _write_engine_or_raise(self) -> Engine:
+        """PostgreSQL shares the read engine (read-only is per transaction); SQLite needs a
+        connection opened read-write, without ``query_only``."""
+        sa_url = make_url(self._url)
+        if sa_url.get_backend_name() != "sqlite":
+            return self._engine_or_raise()
+        with self._lock:
+            if self._write_engine is None:
+                self._write_engine = create_engine(
+                    sa_url, connect_args={"timeout": self._timeout}, hide_parameters=True
+                )
+            return self._write_engine
 
     def _read(self, connection: Connection, account_id: str) -> list[tuple[Any, ...]]:
         with connection.begin() as transaction:

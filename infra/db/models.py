@@ -125,4 +125,37 @@ class ReconciliationAudit(Base):
 #: The table itself, for Core statements.
 AUDIT_TABLE: Final = Base.metadata.tables[ReconciliationAudit.__tablename__]
 
-__all__ = ["AUDIT_TABLE", "MUTABLE_COLUMNS", "Base", "ReconciliationAudit", "UtcDateTime"]
+
+class OperatorActionRecord(Base):
+    """One operator action attempted (DESIGN §5, Operator actions; migration 0003).
+
+    Append-only: the database refuses UPDATE and DELETE. Never a token, never an amount.
+    """
+
+    __tablename__ = "operator_actions"
+    __table_args__ = (Index(None, "account_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    operator: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[str] = mapped_column(String(128))
+    reason: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    detail_json: Mapped[str | None] = mapped_column(Text)
+
+
+#: The ``operator_actions`` table, for Core statements.
+OPERATOR_ACTIONS_TABLE: Final = Base.metadata.tables[OperatorActionRecord.__tablename__]
+
+__all__ = [
+    "AUDIT_TABLE",
+    "MUTABLE_COLUMNS",
+    "OPERATOR_ACTIONS_TABLE",
+    "Base",
+    "OperatorActionRecord",
+    "ReconciliationAudit",
+    "UtcDateTime",
+]

@@ -37,8 +37,8 @@ def books() -> Iterator[Callable[..., SqlBook]]:
     """Makes SqlBooks and closes them all at the end of the test."""
     made: list[SqlBook] = []
 
-    def make(url: str, query: str = QUERY, **kwargs: float) -> SqlBook:
-        book = SqlBook(url, query, **kwargs)
+    def make(url: str, query: str = QUERY, *, timeout: float | None = None) -> SqlBook:
+        book = SqlBook(url, query) if timeout is None else SqlBook(url, query, timeout=timeout)
         made.append(book)
         return book
 

@@ -130,6 +130,7 @@ def test_ensure_schema_migrates_an_empty_file(tmp_path: Path) -> None:
         with engine.connect() as conn:
             triggers = conn.exec_driver_sql(
                 "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+                " AND tbl_name = 'reconciliation_audit'"
             ).scalars()
             assert set(triggers) == {
                 "reconciliation_audit_refuse_update",
