@@ -574,7 +574,9 @@ def _dydx_account(table: _Table, base_dir: Path) -> DydxAccount:
     )
 
 
-def _kraken_secret(table: _Table, base_dir: Path) -> str:
+def _api_secret(table: _Table, base_dir: Path) -> tuple[str, str]:
+    """The account's secret, inline (``api_secret``) or read from ``api_secret_file``
+    (relative to the scenario's folder), stripped; with the field it came from."""
     if table.has("api_secret") == table.has("api_secret_file"):
         raise table.error("api_secret", "or 'api_secret_file' must be given (exactly one)")
     if table.has("api_secret"):
@@ -588,6 +590,11 @@ def _kraken_secret(table: _Table, base_dir: Path) -> str:
         except (OSError, ValueError):  # ValueError: not ASCII, or a NUL in the path
             raise table.error(key_field, "cannot be read as ASCII text") from None
     secret = secret.strip()
+    return key_field, secret
+
+
+def _kraken_secret(table: _Table, base_dir: Path) -> str:
+    key_field, secret = _api_secret(table, base_dir)
     try:
         decoded = base64.b64decode(secret, validate=True)
     except ValueError:  # binascii.Error is a ValueError
@@ -649,19 +656,7 @@ def _kraken_account(table: _Table, base_dir: Path) -> KrakenAccount:
 
 
 def _binance_secret(table: _Table, base_dir: Path) -> str:
-    if table.has("api_secret") == table.has("api_secret_file"):
-        raise table.error("api_secret", "or 'api_secret_file' must be given (exactly one)")
-    if table.has("api_secret"):
-        key_field, secret = "api_secret", table.string("api_secret")
-    else:
-        key_field = "api_secret_file"
-        path = Path(table.string(key_field))
-        path = path if path.is_absolute() else base_dir / path
-        try:
-            secret = path.read_text(encoding="ascii")
-        except (OSError, ValueError):  # ValueError: not ASCII, or a NUL in the path
-            raise table.error(key_field, "cannot be read as ASCII text") from None
-    secret = secret.strip()
+    key_field, secret = _api_secret(table, base_dir)
     if not _BINANCE_CREDENTIAL.match(secret):
         raise table.error(key_field, "must be printable text without spaces")
     return secret
