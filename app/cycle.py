@@ -217,14 +217,7 @@ def compare_and_report(
         outcomes=outcomes,
         context=context,
     )
-    write_started = time.perf_counter()
     context.audit.record_cycle(reports)
-    log.debug(
-        "audit write: cycle=%s rows=%d seconds=%.6f",
-        cycle_id,
-        len(reports),
-        time.perf_counter() - write_started,
-    )
     cycle = Cycle(cycle_id, started_at, context.clock(), tuple(reports))
     log.info(
         "cycle finished: cycle=%s accounts=%d status=%s",

@@ -57,8 +57,11 @@ CLAIM_SECONDS: Final = 6 * 3600
 READY_TIMEOUT: Final = 60.0
 STOP_TIMEOUT: Final = 30.0
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
-#: The worker's DEBUG line after the cycle's audit write (``app.cycle.compare_and_report``).
-_AUDIT_LINE: Final = re.compile(r"audit write: cycle=(?P<cycle>\S+) rows=\d+ seconds=(?P<s>[\d.]+)")
+#: The worker's DEBUG line after the cycle's audit write (``AuditRepository.record_cycle``).
+_AUDIT_LINE: Final = re.compile(
+    r"audit write: cycle=(?P<cycle>\S+) rows=\d+ new=\d+"
+    r" encode_seconds=(?P<e>[\d.]+) seconds=(?P<s>[\d.]+)"
+)
 
 
 class ServiceUnavailable(RuntimeError):
@@ -437,13 +440,14 @@ class Workers:
             if not process.alive():
                 raise BenchError(f"worker {process.name} died:\n{process.tail()}")
 
-    def audit_write_seconds(self, cycle_id: str) -> float | None:
-        """The audit write time of ``cycle_id`` from the workers' logs (the last one logged)."""
-        found: float | None = None
+    def audit_write_seconds(self, cycle_id: str) -> tuple[float, float] | None:
+        """``(transaction, encoding)`` seconds of ``cycle_id``'s audit write from the workers'
+        logs (the last one logged)."""
+        found: tuple[float, float] | None = None
         for process in self.processes:
             for match in _AUDIT_LINE.finditer(process.log()):
                 if match.group("cycle") == cycle_id:
-                    found = float(match.group("s"))
+                    found = (float(match.group("s")), float(match.group("e")))
         return found
 
 

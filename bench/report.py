@@ -45,7 +45,10 @@ class RunResult:
     header_tasks: int
     floor: Floor
     walls: list[float] = field(default_factory=list)
+    #: Per measured cycle: the audit write's transaction (chain, write, commit) …
     audit_seconds: list[float] = field(default_factory=list)
+    #: … and the encoding of its rows before it (the report JSON texts).
+    encode_seconds: list[float] = field(default_factory=list)
     #: CPU seconds per measured cycle: the bench process (the sandbox endpoints and the
     #: client: on a real desk, the venues' own machines) and the workers.
     sandbox_cpu: list[float] = field(default_factory=list)
@@ -139,6 +142,10 @@ def _cpu(result: RunResult) -> str:
     return f"{sandbox:.2f}, {workers:.2f} ({result.cpu_bound:.2f})"
 
 
+def _encode_ms(result: RunResult) -> float:
+    return statistics.median(result.encode_seconds) * 1000 if result.encode_seconds else 0.0
+
+
 def _row(result: RunResult) -> list[str]:
     audit = result.audit_ms
     speedup = result.speedup
@@ -154,7 +161,7 @@ def _row(result: RunResult) -> list[str]:
         f"{result.ratio:.2f}",
         _cpu(result),
         str(result.throttled),
-        NOT_APPLICABLE if audit is None else f"{audit:.1f}",
+        NOT_APPLICABLE if audit is None else f"{audit:.1f} (+{_encode_ms(result):.1f})",
         f"{result.rss_growth_mb_per_cycle:+.2f}",
         NOT_APPLICABLE if speedup is None else f"{speedup:.1f}×",
         *result.verdicts().values(),

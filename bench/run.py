@@ -229,7 +229,8 @@ def _measure(
                 result.workers_cpu.append(workers.cpu_seconds() - workers_cpu)
                 audit = workers.audit_write_seconds(cycle_id)
                 if audit is not None:
-                    result.audit_seconds.append(audit)
+                    result.audit_seconds.append(audit[0])
+                    result.encode_seconds.append(audit[1])
             progress(
                 f"[{run.label}] cycle {number + 1}/{warmup + cycles}"
                 f"{'' if measured else ' (warm-up)'}: {wall:.3f} s"

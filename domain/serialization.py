@@ -6,6 +6,8 @@ read back with :func:`domain.amounts.parse_amount`; timestamps are ISO 8601 in U
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -57,6 +59,19 @@ def parse_timestamp(text: object) -> datetime:
 def balances_to_json(balances: Mapping[str, Decimal]) -> dict[str, str]:
     """Balances as ``{asset: decimal string}``, sorted by asset."""
     return {asset: format_amount(balances[asset]) for asset in sorted(balances)}
+
+
+@functools.lru_cache(maxsize=8192)
+def _json_key(asset: str) -> str:
+    return json.dumps(asset, ensure_ascii=False)
+
+
+def balances_to_json_text(balances: Mapping[str, Decimal]) -> str:
+    """``json.dumps(balances_to_json(balances), separators=(",", ":"), ensure_ascii=False)``,
+    built directly: the audit store writes two of these per report, 100,000 amounts per cycle
+    at a fund's scale. Amount strings hold only digits, ``-`` and ``.``: nothing to escape."""
+    parts = [f'{_json_key(asset)}:"{format_amount(balances[asset])}"' for asset in sorted(balances)]
+    return "{" + ",".join(parts) + "}"
 
 
 def balances_from_json(data: object) -> dict[str, Decimal]:

@@ -6,6 +6,7 @@ AuditStoreError           the audit store could not do what was asked (nothing w
 
 from __future__ import annotations
 
+import psycopg
 from sqlalchemy.exc import SQLAlchemyError
 
 
@@ -20,7 +21,7 @@ class SchemaNotReady(AuditStoreError):
     """Raised when a non-SQLite database is not migrated to head (run ``recon db upgrade``)."""
 
 
-def describe_database_error(exc: SQLAlchemyError) -> str:
+def describe_database_error(exc: SQLAlchemyError | psycopg.Error) -> str:
     """The database error's class and first line: later lines (DETAIL) can quote row values."""
     cause: BaseException = getattr(exc, "orig", None) or exc
     return f"{type(cause).__name__}: {str(cause).partition(chr(10))[0]}"

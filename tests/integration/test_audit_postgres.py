@@ -241,3 +241,44 @@ def test_concurrent_redeliveries_write_one_row(
             e.dispose()
     assert sorted(written) == [0, 1]
     assert repo.count_for_cycle(cycle_id) == 1
+
+
+def test_json_columns_are_lz4_compressed_and_a_large_cycle_round_trips(
+    engine: Engine, repo: AuditRepository, cycle_id: str
+) -> None:
+    """Migration 0004 stores the JSON text columns with LZ4 (where the server has it), and a
+    cycle of large rows (TOASTed, compressed) written by COPY reads back exactly."""
+    with engine.connect() as connection:
+        has_lz4 = connection.execute(
+            text(
+                "SELECT 'lz4' = ANY(enumvals) FROM pg_settings"
+                " WHERE name = 'default_toast_compression'"
+            )
+        ).scalar()
+        methods: dict[str, str] = dict(
+            connection.execute(
+                text(
+                    "SELECT attname, attcompression FROM pg_attribute"
+                    " WHERE attrelid = 'reconciliation_audit'::regclass"
+                    " AND attname LIKE '%\\_json' ESCAPE '\\'"
+                )
+            ).all()
+        )
+    expected = "l" if has_lz4 else ""
+    for name in ("local_balances_json", "exchange_balances_json", "discrepancies_json"):
+        assert methods[name] == expected, name
+    big = {f"A{i:03d}": f"{i}.12345678" for i in range(200)}
+    reports = [
+        make_report(
+            cycle_id=cycle_id,
+            account_id=f"big-{n}",
+            reconciliation_id=f"{cycle_id}-{n}",
+            local=big,
+            venue=big,
+        )
+        for n in range(3)
+    ]
+    assert repo.record_cycle(reports) == 3
+    assert repo.record_cycle(reports) == 0
+    back = {r.account_id: r for r in repo.cycle_reports(cycle_id)}
+    assert back == {r.account_id: r for r in reports}

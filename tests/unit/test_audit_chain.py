@@ -11,11 +11,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import Engine, delete, func, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from infra.db import AuditRepository, create_audit_engine, downgrade, ensure_schema, upgrade
-from infra.db.chain import HASHED_COLUMNS, canonical_facts, row_hash
+from infra.db.chain import HASHED_COLUMNS, PreparedRow, canonical_facts, row_hash
 from infra.db.models import AUDIT_TABLE
 from infra.db.verify import Problem, ProblemKind, verify_audit
 from tests.unit.test_audit_repository_sqlite import T0, make_report, run_together
@@ -258,6 +260,29 @@ def test_row_hash_covers_every_fact_and_the_link() -> None:
     for name in HASHED_COLUMNS:
         value = changed.get(name, f"{FACTS[name]}x")
         assert row_hash({**FACTS, name: value}, None) != base, name
+
+
+@given(
+    facts=st.fixed_dictionaries(
+        {
+            name: st.text(max_size=40)
+            for name in HASHED_COLUMNS
+            if name not in {"reconciliation_timestamp", "discrepancy_count"}
+        }
+    ),
+    count=st.integers(min_value=0, max_value=10**6),
+    prev=st.one_of(st.none(), st.just(""), st.text(max_size=70)),
+)
+def test_prepared_row_hashes_exactly_as_row_hash(
+    facts: dict[str, object], count: int, prev: str | None
+) -> None:
+    """The writer's prepared bytes (encoded before the chain lock) give the very hash
+    ``row_hash`` gives, whatever the facts hold (quotes, the sentinel's own text, non-ASCII)
+    and whatever the previous hash is."""
+    row = {**facts, "reconciliation_timestamp": T0, "discrepancy_count": count}
+    assert PreparedRow(row).hash_with(prev) == row_hash(row, prev)
+    sneaky = {**row, "error_json": '"prev_hash":"prev-hash-not-known-yet"'}
+    assert PreparedRow(sneaky).hash_with(prev) == row_hash(sneaky, prev)
 
 
 def test_row_hash_refuses_naive_timestamps_and_non_integer_counts() -> None:

@@ -6,15 +6,30 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.amounts import format_amount, parse_amount
+from domain.amounts import (
+    MAX_FRACTION_DIGITS,
+    MAX_MAGNITUDE,
+    InvalidAmount,
+    format_amount,
+    parse_amount,
+)
 from domain.discrepancy import Side, compare
 from domain.policy import Policy, PriceTable
 from domain.reconcile import reconcile_account
 from domain.report import Cycle, ErrorKind, FetchError
-from domain.serialization import cycle_from_json, cycle_to_json, report_from_json, report_to_json
+from domain.serialization import (
+    balances_from_json,
+    balances_to_json,
+    balances_to_json_text,
+    cycle_from_json,
+    cycle_to_json,
+    report_from_json,
+    report_to_json,
+)
 
 ASSETS = st.sampled_from(["BTC", "ETH", "USDC", "USD", "SOL", "DOGE", "ETH/USD:USDC", "NOPRICE"])
 AMOUNTS = st.decimals(
@@ -121,3 +136,45 @@ def test_a_failed_fetch_is_never_a_zero_balance() -> None:
     assert dict(report.exchange_balances) == {}
     assert report.discrepancies == ()
     assert dict(report.local_balances) == {"BTC": Decimal(1)}
+
+
+#: Any decimal a venue or book could give (trailing zeros, exponents, negative zero), keyed by
+#: any asset code (quotes, backslashes, non-ASCII included): the audit text must not care.
+def _in_amount_range(amount: Decimal) -> bool:
+    exponent = amount.as_tuple().exponent
+    return (
+        isinstance(exponent, int)
+        and -exponent <= MAX_FRACTION_DIGITS
+        and amount.copy_abs() < MAX_MAGNITUDE
+    )
+
+
+RAW_AMOUNTS: st.SearchStrategy[Decimal] = st.decimals(
+    allow_nan=False, allow_infinity=False, places=None
+).filter(_in_amount_range)
+RAW_BALANCES = st.dictionaries(st.text(min_size=1, max_size=12), RAW_AMOUNTS, max_size=12)
+
+
+@given(RAW_BALANCES)
+def test_audit_balance_text_is_the_json_of_the_balances(balances: dict[str, Decimal]) -> None:
+    """The audit store's fast balance text is exactly the compact JSON of the §5 balances."""
+    expected = json.dumps(balances_to_json(balances), separators=(",", ":"), ensure_ascii=False)
+    assert balances_to_json_text(balances) == expected
+    assert balances_from_json(json.loads(balances_to_json_text(balances))) == balances
+
+
+@given(RAW_AMOUNTS)
+def test_canonical_form_of_any_amount(amount: Decimal) -> None:
+    """Every amount, however written (1E+3, 1.500, -0), has one fixed-point form: no exponent,
+    no trailing fractional zero, no sign on zero, and the same value."""
+    text = format_amount(amount)
+    assert "E" not in text.upper()
+    assert not ("." in text and text.endswith(("0", ".")))
+    assert text != "-0"
+    assert Decimal(text) == amount
+
+
+@pytest.mark.parametrize("value", ["NaN", "sNaN", "Infinity", "-Infinity"])
+def test_format_refuses_what_is_not_a_finite_amount(value: str) -> None:
+    with pytest.raises(InvalidAmount):
+        format_amount(Decimal(value))
