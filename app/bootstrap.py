@@ -47,12 +47,22 @@ from infra.db.repository import AuditRepository
 from infra.prices.coinbase import CoinbasePrices
 from infra.prices.static import StaticPrices
 from infra.sandbox import SandboxServer, builtin_scenario_path, serve
+from infra.venues import binance, coinbase, dydx, kraken
 from infra.venues.base import VenueClient
 from infra.venues.binance import BinanceClient, BinanceKeyError
 from infra.venues.ccxt_venue import CcxtClient, CcxtUnavailable
 from infra.venues.coinbase import CoinbaseClient, CoinbaseKeyError
 from infra.venues.dydx import DydxClient
 from infra.venues.kraken import KrakenClient, KrakenKeyError
+from infra.venues.pacing import (
+    LocalRateBudget,
+    Pacer,
+    RateBudget,
+    RateLimit,
+    RedisRateBudget,
+    ip_scope,
+    key_scope,
+)
 from infra.venues.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -143,16 +153,76 @@ def base_url_of(account: AccountConfig) -> str:
     return account.base_url or DEFAULT_BASE_URLS.get(account.exchange, "")
 
 
+@dataclass(frozen=True, slots=True)
+class VenuePacing:
+    """A venue's published limit, what it counts per (``key`` or ``ip``), and the cost of
+    recon's one call in the limit's unit (Binance counts weight)."""
+
+    limit: RateLimit
+    scope: str
+    cost: int = 1
+
+
+VENUE_PACING: Final[Mapping[str, VenuePacing]] = {
+    "coinbase": VenuePacing(coinbase.PUBLISHED_LIMIT, coinbase.LIMIT_SCOPE),
+    "dydx": VenuePacing(dydx.PUBLISHED_LIMIT, dydx.LIMIT_SCOPE),
+    "kraken": VenuePacing(kraken.PUBLISHED_LIMIT, kraken.LIMIT_SCOPE),
+    "binance": VenuePacing(binance.PUBLISHED_LIMIT, binance.LIMIT_SCOPE, binance.ACCOUNT_WEIGHT),
+}
+
+
+def build_rate_budget(settings: Settings) -> RateBudget:
+    """Where the venues' rate budgets live: Redis when the broker is Redis (shared by every
+    worker and machine, and by ``recon reconcile`` beside them), else this process."""
+    broker = settings.broker_url
+    if broker is not None and str(broker).startswith(("redis://", "rediss://")):
+        return RedisRateBudget.from_url(str(broker))
+    return LocalRateBudget()
+
+
+def pacer_for(
+    account: AccountConfig, budget: RateBudget, api_key: str | None = None
+) -> Pacer | None:
+    """The pacing of ``account``'s requests: its venue's scope and published limit, or the
+    account's own tier (roster ``rate_limit``, in the venue's unit). None: ccxt venues."""
+    pacing = VENUE_PACING.get(account.exchange)
+    if pacing is None:
+        return None
+    limit = pacing.limit
+    if account.rate_limit is not None:
+        limit = RateLimit.in_requests(
+            pacing.limit.model,
+            per_second=account.rate_limit.per_second,
+            burst=account.rate_limit.burst,
+            cost=pacing.cost,
+        )
+    base_url = base_url_of(account)
+    if pacing.scope == "key":
+        if api_key is None:
+            raise ValueError(f"{account.exchange} counts its limit per API key: key required")
+        scope = key_scope(account.exchange, base_url, api_key)
+    else:
+        scope = ip_scope(account.exchange, base_url)
+    return Pacer(budget, scope, limit)
+
+
 def build_venue_client(
     account: AccountConfig,
     roster: Roster,
     settings: Settings,
     http: httpx.Client,
     environ: Mapping[str, str],
+    *,
+    budget: RateBudget | None = None,
 ) -> VenueClient:
-    """The venue client of ``account``, its secrets resolved; ConfigError names the field."""
+    """The venue client of ``account``, its secrets resolved; ConfigError names the field.
+
+    With ``budget``, the client paces its requests on it (:func:`pacer_for`)."""
     where = f"{roster.source}: account {account.id!r}"
     timeout = float(settings.timeout_seconds)
+
+    def paced(api_key: str | None) -> Pacer | None:
+        return None if budget is None else pacer_for(account, budget, api_key)
 
     def secret(field: str, ref: SecretRef | None) -> str:
         if ref is None:
@@ -161,12 +231,14 @@ def build_venue_client(
 
     try:
         if account.exchange == "coinbase":
+            key_name = secret("api_key", account.api_key).strip()
             return CoinbaseClient(
                 http,
                 base_url=base_url_of(account),
-                key_name=secret("api_key", account.api_key).strip(),
+                key_name=key_name,
                 private_key_pem=secret("api_secret", account.api_secret),
                 timeout=timeout,
+                pacer=paced(key_name),
             )
         if account.exchange == "dydx":
             assert account.address is not None
@@ -176,14 +248,17 @@ def build_venue_client(
                 address=account.address,
                 subaccount=account.subaccount,
                 timeout=timeout,
+                pacer=paced(None),
             )
         if account.exchange == "kraken":
+            api_key = secret("api_key", account.api_key).strip()
             return KrakenClient(
                 http,
                 base_url=base_url_of(account),
-                api_key=secret("api_key", account.api_key).strip(),
+                api_key=api_key,
                 api_secret=secret("api_secret", account.api_secret).strip(),
                 timeout=timeout,
+                pacer=paced(api_key),
             )
         if account.exchange == "binance":
             return BinanceClient(
@@ -192,6 +267,7 @@ def build_venue_client(
                 api_key=secret("api_key", account.api_key).strip(),
                 api_secret=secret("api_secret", account.api_secret).strip(),
                 timeout=timeout,
+                pacer=paced(None),
             )
         if account.exchange.startswith("ccxt:"):
             return CcxtClient(
@@ -351,11 +427,14 @@ def build_runtime(
                 follow_redirects=False,
             )
         )
+        budget = build_rate_budget(settings)
+        if isinstance(budget, RedisRateBudget):
+            resources.callback(budget.close)
         plans = tuple(
             AccountPlan(
                 account_id=account.id,
                 exchange=account.exchange,
-                client=build_venue_client(account, roster, settings, http, environ),
+                client=build_venue_client(account, roster, settings, http, environ, budget=budget),
                 asset_map=account.asset_map,
                 base_url=base_url_of(account),
             )

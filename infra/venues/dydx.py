@@ -20,6 +20,7 @@ import httpx
 from domain.amounts import add
 from infra.venues.errors import MalformedVenueResponse, VenueConfigError
 from infra.venues.http import RetryAfterUnit, check_status, decode_json, send
+from infra.venues.pacing import LimitModel, Pacer, RateLimit
 from infra.venues.parsing import (
     require_amount,
     require_member,
@@ -38,6 +39,11 @@ _LABEL = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9,._\-]{1,40}")
 _MARKET = re.compile(r"(?P<base>[^\s/:]+)-(?P<quote>[A-Za-z0-9]+)")
 
 
+#: The indexer's default limit: 100 GETs per 10 s per client IP (comlink's rate-limit config).
+PUBLISHED_LIMIT: Final = RateLimit.in_requests(LimitModel.WINDOW, per_second=10, burst=100)
+LIMIT_SCOPE: Final = "ip"
+
+
 class DydxClient:
     """Reads one dYdX v4 subaccount's signed asset and open perpetual positions."""
 
@@ -49,6 +55,7 @@ class DydxClient:
         address: str,
         subaccount: int,
         timeout: float,
+        pacer: Pacer | None = None,
     ) -> None:
         if not _ADDRESS.fullmatch(address):
             raise ValueError("dYdX address must be 1 to 90 letters and digits (dydx1…)")
@@ -59,9 +66,12 @@ class DydxClient:
         self._address = address
         self._subaccount = subaccount
         self._timeout = timeout
+        self._pacer = pacer
 
     def fetch_balances(self) -> dict[str, Decimal]:
         """Signed asset positions by symbol, plus open perpetuals as ``BASE/USD:USDC``."""
+        if self._pacer is not None:
+            self._pacer.wait()
         response = send(
             self._http,
             "GET",

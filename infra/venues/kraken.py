@@ -58,6 +58,7 @@ from infra.venues.errors import (
 )
 from infra.venues.http import check_status, decode_json, send
 from infra.venues.kraken_assets import canonical_asset
+from infra.venues.pacing import LimitModel, Pacer, RateLimit
 from infra.venues.parsing import require_amount, require_list, require_member, require_object
 
 VENUE: Final = "kraken"
@@ -95,6 +96,14 @@ _TIMESTAMP = re.compile(r"\d{1,12}(?:\.\d{1,9})?")
 #: A result key worth naming in a message: an asset id with a letter in it (never an amount).
 _ASSET_LABEL = re.compile(r"(?=.*[A-Za-z])[A-Za-z0-9._\-]{1,40}")
 _API_KEY = re.compile(r"[!-~]{1,512}")
+
+
+#: Kraken's call counter per API key at the Starter tier (the most restrictive): at most 15,
+#: decaying by 0.33 a second; a Balance call adds 1.
+PUBLISHED_LIMIT: Final = RateLimit.in_requests(
+    LimitModel.BUCKET, per_second=Decimal("0.33"), burst=15
+)
+LIMIT_SCOPE: Final = "key"
 
 
 class KrakenKeyError(ValueError):
@@ -181,6 +190,7 @@ class KrakenClient:
         timeout: float,
         nonce: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.time,
+        pacer: Pacer | None = None,
     ) -> None:
         key = api_key.strip()
         if not _API_KEY.fullmatch(key):
@@ -192,9 +202,12 @@ class KrakenClient:
         self._timeout = timeout
         self._nonce = nonce if nonce is not None else (lambda: PROCESS_NONCES.next(key))
         self._clock = clock
+        self._pacer = pacer
 
     def fetch_balances(self) -> dict[str, Decimal]:
         """Total per canonical asset code (entries that map to one code summed)."""
+        if self._pacer is not None:
+            self._pacer.wait()  # before the nonce: a nonce must be fresh when it is sent
         nonce = self._nonce()
         if type(nonce) is not int or not 0 < nonce <= MAX_NONCE:
             raise ValueError("a Kraken nonce must be a positive 64-bit integer")
