@@ -40,6 +40,10 @@ def tick_schedule(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: The transport class of Redis brokers (see :mod:`workers.redis_transport`).
+REDIS_TRANSPORT: Final = "workers.redis_transport:Transport"
+
+
 def options(settings: Settings) -> dict[str, Any]:
     """Every Celery setting recon uses."""
     broker = settings.broker_url or EMBEDDED_BROKER
@@ -56,8 +60,12 @@ def options(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1,
         }
     )
+    redis_broker = broker.startswith(("redis://", "rediss://"))
     return {
         "broker_url": broker,
+        # kombu's Redis transport with the one fix of workers/redis_transport.py (a worker
+        # survives a Redis restart mid-task); any other broker keeps its own transport.
+        "broker_transport": REDIS_TRANSPORT if redis_broker else None,
         "result_backend": backend,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": transport,

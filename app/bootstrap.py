@@ -180,6 +180,24 @@ def build_rate_budget(settings: Settings) -> RateBudget:
     return LocalRateBudget()
 
 
+def check_shared_budgets(roster: Roster) -> None:
+    """Accounts that share a per-IP budget (one venue, one ``base_url``) must agree on its
+    ``rate_limit``: one budget has one limit. ConfigError names the file and both accounts."""
+    seen: dict[str, AccountConfig] = {}
+    for account in roster.accounts:
+        pacing = VENUE_PACING.get(account.exchange)
+        if pacing is None or pacing.scope != "ip":
+            continue
+        scope = ip_scope(account.exchange, base_url_of(account))
+        first = seen.setdefault(scope, account)
+        if first.rate_limit != account.rate_limit:
+            raise ConfigError(
+                f"{roster.source}: account {account.id!r}: field 'rate_limit': differs from "
+                f"account {first.id!r}'s, but {account.exchange} counts its limit per client IP: "
+                f"every account at {base_url_of(account)} shares one budget"
+            )
+
+
 def pacer_for(
     account: AccountConfig, budget: RateBudget, api_key: str | None = None
 ) -> Pacer | None:
@@ -356,12 +374,16 @@ def alert_observers(
 
 
 @contextmanager
-def open_audit(settings: Settings) -> Iterator[AuditRepository]:
-    """The audit store, its schema checked (an empty SQLite file is migrated on first use)."""
+def open_audit(settings: Settings, *, check_now: bool = True) -> Iterator[AuditRepository]:
+    """The audit store, its schema checked (an empty SQLite file is migrated on first use):
+    now, or (``check_now=False``: workers) before the store's first read or write."""
     engine = create_audit_engine(settings.database_url)
     try:
-        ensure_schema(engine)
-        yield AuditRepository(engine)
+        if check_now:
+            ensure_schema(engine)
+            yield AuditRepository(engine)
+        else:
+            yield AuditRepository(engine, check_schema=ensure_schema)
     finally:
         engine.dispose()
 
@@ -409,12 +431,17 @@ def build_runtime(
     environ: Mapping[str, str],
     *,
     observers: Sequence[CycleObserver] = (),
+    check_audit_now: bool = True,
 ) -> Runtime:
-    """Every adapter a cycle over ``accounts`` needs; all configuration errors surface here."""
+    """Every adapter a cycle over ``accounts`` needs; all configuration errors surface here.
+
+    ``check_audit_now=False`` (workers): the audit store is first reached by the first task
+    that reads or writes it, so a worker fetches while the database is down."""
     settings, roster = configuration.settings, configuration.roster
     # Every account's secrets, not only the selected ones: a configuration error refuses
     # the whole run (DESIGN §2).
     roster.check_secrets(environ)
+    check_shared_budgets(roster)
     resources = ExitStack()
     try:
         http = resources.enter_context(
@@ -442,7 +469,7 @@ def build_runtime(
         )
         book = build_book(roster, settings, http, environ, resources)
         prices = build_prices(roster, settings, http)
-        audit = resources.enter_context(open_audit(settings))
+        audit = resources.enter_context(open_audit(settings, check_now=check_audit_now))
         fetch_pool = resources.enter_context(
             ThreadPoolExecutor(max_workers=HTTP_MAX_CONNECTIONS, thread_name_prefix="recon-fetch")
         )

@@ -265,7 +265,7 @@ def _death_signal_prefix() -> list[str]:
 def worker_environment(variables: Mapping[str, str]) -> dict[str, str]:
     """A hermetic environment: the system's basics, the bench's variables, none of the
     caller's ``RECONCILIATION_*`` settings."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "MALLOC_ARENA_MAX")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env.update(PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO_ROOT), **variables)
     return env
@@ -320,6 +320,7 @@ class WorkerProcess:
         concurrency: int | None,
         env: Mapping[str, str],
         folder: Path,
+        app_module: str = "bench.worker",
     ) -> None:
         self.name = name
         self.log_path = folder / f"{name}.log"
@@ -329,7 +330,7 @@ class WorkerProcess:
         self._log: IO[bytes] = self.log_path.open("ab")
         try:
             self.popen = subprocess.Popen(  # noqa: S603 - our own interpreter's celery
-                [*_death_signal_prefix(), str(celery_script()), "-A", "bench.worker", *args],
+                [*_death_signal_prefix(), str(celery_script()), "-A", app_module, *args],
                 env=dict(env),
                 cwd=folder,
                 stdin=subprocess.DEVNULL,
@@ -394,6 +395,7 @@ class Workers:
         env: Mapping[str, str],
         folder: Path,
         prefix: str,
+        app_module: str = "bench.worker",
     ) -> None:
         self.processes: list[WorkerProcess] = []
         try:
@@ -405,6 +407,7 @@ class Workers:
                         concurrency=concurrency,
                         env=env,
                         folder=folder,
+                        app_module=app_module,
                     )
                 )
             for process in self.processes:

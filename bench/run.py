@@ -205,6 +205,7 @@ def _measure(
         env=env,
         folder=folder,
         prefix=f"bench{index:02d}w",
+        app_module="bench.naive_worker" if run.baseline else "bench.worker",
     ) as workers:
         before: list[int] = []
         for number in range(warmup + cycles):

@@ -4,8 +4,8 @@
 scenario per venue endpoint (each served by its own :class:`~infra.sandbox.SandboxServer`, so
 an endpoint is also its own client-IP rate-limit scope), the accounts file (TOML roster) that
 points every account at its endpoint, and the book (JSON). Accounts are spread round-robin over
-the endpoints, and the endpoints round-robin over the venue kinds (5 endpoints of coinbase and
-dydx: 3 coinbase, 2 dydx).
+the endpoints, and the endpoints round-robin over the venue kinds (10 endpoints of the four
+kinds: 3 coinbase, 3 dydx, 2 kraken, 2 binance).
 
 Some accounts carry a seeded finding, so the cycle does real comparison work (and confirms
 those breaks with a second fetch) and its result can be checked: every ``mismatch_every``-th
@@ -17,7 +17,8 @@ Venue kinds plug in through :data:`VENUE_KINDS`: a :class:`VenueKind` says how a
 written in the sandbox scenario and in the roster, which secrets files it needs, how many
 requests one account costs, and the venue's published rate limit and its scope (DESIGN §3).
 Every Coinbase account gets its own key name (the sandbox refuses a key name twice) signed by
-the sandbox's demo key pair.
+the sandbox's demo key pair; every Kraken and Binance account its own API key, signed with the
+sandbox's demo secret.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ MISMATCH_VENUE: Final = "5000"
 MISMATCH_BOOK: Final = "4900"
 #: A missing asset: 2000 units on the venue, none in the book (20 000 USD: CRITICAL).
 MISSING_VENUE: Final = "2000"
+#: The roster ``rate_limit`` of accounts on an endpoint without limits (sweep, smoke).
+UNLIMITED_TIER: Final[Mapping[str, Any]] = {"per_second": "1000000", "burst": 1_000_000}
 #: The policy of every generated roster (the DESIGN §2 example).
 POLICY: Final[Mapping[str, Any]] = {
     "threshold_usd": "100",
@@ -78,6 +81,11 @@ class VenueKind:
     roster_account: Callable[[AccountSeed, str], dict[str, Any]]
     #: Files (relative to the roster's folder) the roster's secret references read.
     secret_files: Callable[[AccountSeed], dict[str, str]] = field(default=lambda _seed: {})
+    #: Whether the sandbox enforces ``published_limit`` as its fixed window
+    #: (``[rate_limits.<venue>]``); otherwise ``account_limit`` says how it limits each account.
+    sandbox_window: bool = True
+    #: Per-account limit fields of the sandbox scenario (Kraken's decaying counter).
+    account_limit: Mapping[str, Any] = field(default_factory=dict)
 
     def requests_per_account(self, assets: int) -> int:
         """Requests one account of ``assets`` balances costs per cycle."""
@@ -170,8 +178,96 @@ DYDX: Final = VenueKind(
     roster_account=_dydx_roster,
 )
 
-#: Venue kinds by name; a new venue (Kraken, Binance) adds its kind here.
-VENUE_KINDS: Final[dict[str, VenueKind]] = {COINBASE.name: COINBASE, DYDX.name: DYDX}
+
+# --- kraken -------------------------------------------------------------------------------------
+
+#: The sandbox's demo secrets: every generated Kraken (Binance) account signs with the same
+#: secret under its own API key.
+KRAKEN_SECRET: Final = DATA_DIR / "keys" / "kraken-main.secret"
+BINANCE_SECRET: Final = DATA_DIR / "keys" / "binance-main.secret"
+
+
+def bench_api_key(seed: AccountSeed) -> str:
+    """The API key of a generated Kraken or Binance account (one key per account)."""
+    return f"bench-{seed.account_id}"
+
+
+def _kraken_scenario(seed: AccountSeed) -> dict[str, Any]:
+    return {
+        "id": seed.account_id,
+        "venue": "kraken",
+        "api_key": bench_api_key(seed),
+        "api_secret_file": str(KRAKEN_SECRET),
+        "balances": [
+            {"asset": asset, "balance": amount} for asset, amount in seed.holdings.items()
+        ],
+    }
+
+
+def _keyed_roster(exchange: str, secret: Path) -> Callable[[AccountSeed, str], dict[str, Any]]:
+    def roster(seed: AccountSeed, base_url: str) -> dict[str, Any]:
+        return {
+            "id": seed.account_id,
+            "exchange": exchange,
+            "base_url": base_url,
+            "api_key": f"file:keys/{seed.account_id}.key",
+            "api_secret": f"file:{secret}",
+        }
+
+    return roster
+
+
+def _key_file(seed: AccountSeed) -> dict[str, str]:
+    return {f"keys/{seed.account_id}.key": bench_api_key(seed) + "\n"}
+
+
+KRAKEN: Final = VenueKind(
+    name="kraken",
+    scope="key",
+    # Kraken's per-key counter at the Starter tier: 15, decaying 0.33 a second (a Balance
+    # call adds 1). The sandbox keeps that counter per account; for the floor, 15 calls per
+    # 15 / 0.33 s bound it from below (one or two calls per key per cycle never reach it).
+    published_limit=FixedWindow(requests=15, window_s=15 / 0.33),
+    page_size=1_000_000,  # one response holds every balance
+    scenario_account=_kraken_scenario,
+    roster_account=_keyed_roster("kraken", KRAKEN_SECRET),
+    secret_files=_key_file,
+    sandbox_window=False,
+    account_limit={"rate_limit": {"max_counter": 15, "decay_per_second": 0.33}},
+)
+
+
+# --- binance ------------------------------------------------------------------------------------
+
+
+def _binance_scenario(seed: AccountSeed) -> dict[str, Any]:
+    return {
+        "id": seed.account_id,
+        "venue": "binance",
+        "api_key": bench_api_key(seed),
+        "api_secret_file": str(BINANCE_SECRET),
+        "balances": [
+            {"asset": asset, "free": amount, "locked": "0"}
+            for asset, amount in seed.holdings.items()
+        ],
+    }
+
+
+BINANCE: Final = VenueKind(
+    name="binance",
+    scope="ip",
+    # 6,000 request weight a minute per IP; the account call weighs 20: 300 calls a minute.
+    published_limit=FixedWindow(requests=300, window_s=60.0),
+    page_size=1_000_000,
+    scenario_account=_binance_scenario,
+    roster_account=_keyed_roster("binance", BINANCE_SECRET),
+    secret_files=_key_file,
+)
+
+#: Venue kinds by name; a new venue adds its kind here.
+VENUE_KINDS: Final[dict[str, VenueKind]] = {
+    kind.name: kind for kind in (COINBASE, DYDX, KRAKEN, BINANCE)
+}
 
 
 # --- scenarios ----------------------------------------------------------------------------------
@@ -187,7 +283,7 @@ class ScenarioSpec:
     assets: int
     latency_ms: int
     rate_limited: bool = False
-    kinds: tuple[str, ...] = ("coinbase", "dydx")
+    kinds: tuple[str, ...] = ("coinbase", "dydx", "kraken", "binance")
     mismatch_every: int = 10
     missing_every: int = 25
     seed: int = 20261124
@@ -210,7 +306,7 @@ S2_UNLIMITED: Final = ScenarioSpec(
     "S2-nolimit", accounts=1000, endpoints=10, assets=50, latency_ms=100
 )
 SMOKE: Final = ScenarioSpec(
-    "smoke", accounts=6, endpoints=2, assets=3, latency_ms=20, mismatch_every=3, missing_every=5
+    "smoke", accounts=8, endpoints=4, assets=3, latency_ms=20, mismatch_every=3, missing_every=5
 )
 
 
@@ -227,12 +323,15 @@ class EndpointPlan:
 
     def scenario_data(self) -> dict[str, Any]:
         """The endpoint's sandbox scenario, as the TOML file's data."""
+        accounts = [self.kind.scenario_account(seed) for seed in self.accounts]
+        if self.limit is not None and not self.kind.sandbox_window:
+            accounts = [{**account, **self.kind.account_limit} for account in accounts]
         data: dict[str, Any] = {
             "latency_ms": self.latency_ms,
             "prices": {},
-            "accounts": [self.kind.scenario_account(seed) for seed in self.accounts],
+            "accounts": accounts,
         }
-        if self.limit is not None:
+        if self.limit is not None and self.kind.sandbox_window:
             window_ms = round(self.limit.window_s * 1000)
             data["rate_limits"] = {
                 self.kind.name: {"requests": self.limit.requests, "window_ms": window_ms}
@@ -304,7 +403,12 @@ class GeneratedScenario:
                     secret = folder / relative
                     secret.parent.mkdir(parents=True, exist_ok=True)
                     secret.write_text(content, encoding="utf-8")
-                accounts.append(endpoint.kind.roster_account(seed, base_urls[endpoint.name]))
+                account = endpoint.kind.roster_account(seed, base_urls[endpoint.name])
+                if endpoint.limit is None:
+                    # The sandbox enforces no limit here: say so in the account's tier, or
+                    # recon would pace itself at the venue's published limit all the same.
+                    account["rate_limit"] = dict(UNLIMITED_TIER)
+                accounts.append(account)
         roster = {
             "policy": dict(POLICY),
             "book": {"source": "file", "path": "book.json"},
@@ -379,6 +483,8 @@ def _toml_value(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)  # a rate (Kraken's decay), never an amount: amounts are strings
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
     if isinstance(value, Mapping):

@@ -69,6 +69,7 @@ def build_worker_runtime() -> WorkerRuntime:
         configuration.roster.accounts,
         os.environ,
         observers=(process_metrics().observe,),
+        check_audit_now=False,  # a fetch needs no database; the joins retry until it is back
     )
     resources = ExitStack()
     resources.push(runtime)

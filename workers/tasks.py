@@ -305,7 +305,7 @@ def compare_and_report(
 ) -> Any:
     """Chord join: compare every account, write the cycle's audit rows in one transaction,
     release the accounts, return the cycle (or the report, or the reports)."""
-    runtime = get_runtime()
+    runtime = _join_runtime(self, cycle_id)
     outcomes = _merge(results)
     missing = [a for a in account_ids if a not in outcomes]
     for account_id in missing:  # never read an absent outcome as a zero balance
@@ -359,7 +359,7 @@ def confirm_breaks(
 ) -> Any:
     """Join of the confirming re-fetch: judge each break again, record the verdicts in the
     rows' recovery columns, release the accounts, return the confirmed cycle."""
-    runtime = get_runtime()
+    runtime = _join_runtime(self, cycle_id)
     try:
         recorded = {r.account_id: r for r in runtime.context.audit.cycle_reports(cycle_id)}
         cycle = Cycle(
@@ -377,6 +377,16 @@ def confirm_breaks(
     except AuditStoreError as error:
         raise _retry_audit(self, cycle_id, error) from None
     return _finish(runtime, cycle, account_ids, skipped, shape)
+
+
+def _join_runtime(task: Task[Any, Any], cycle_id: str) -> WorkerRuntime:
+    """The process's runtime for a join. Building it opens the audit store: a database that
+    is unreachable then (the join is this worker's first task) is retried like a failed
+    write, never a lost cycle."""
+    try:
+        return get_runtime()
+    except AuditStoreError as error:
+        raise _retry_audit(task, cycle_id, error) from None
 
 
 def _retry_audit(task: Task[Any, Any], cycle_id: str, error: AuditStoreError) -> Exception:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
@@ -83,12 +84,28 @@ _Rows = list[dict[str, Any]]
 class AuditRepository:
     """Reads and appends rows of ``reconciliation_audit`` through ``engine``."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, *, check_schema: Callable[[Engine], None] | None = None
+    ) -> None:
+        """``check_schema``, when given, runs before the first read or write (again after it
+        failed): a worker builds its repository before the database may be reachable, and
+        only the tasks that use the store then wait for it (they retry), not the fetches."""
         if engine.dialect.name not in _DIALECTS:
             raise AuditStoreError(
                 f"the audit store does not support the {engine.dialect.name} dialect"
             )
         self._engine = engine
+        self._check_schema = check_schema
+        self._check_lock = threading.Lock()
+
+    def _ready(self) -> None:
+        """Run the pending schema check (raises AuditStoreError, e.g. SchemaNotReady)."""
+        if self._check_schema is None:
+            return
+        with self._check_lock:
+            if self._check_schema is not None:
+                self._check_schema(self._engine)
+                self._check_schema = None
 
     def record_cycle(self, reports: Sequence[Report]) -> int:
         """Append one row per report, atomically; return how many rows were new.
@@ -98,6 +115,7 @@ class AuditRepository:
         """
         if not reports:
             return 0
+        self._ready()
         encode_started = time.perf_counter()
         rows = [_row_of(report) for report in reports]
         prepared = [PreparedRow(row) for row in rows]
@@ -155,6 +173,7 @@ class AuditRepository:
         ]
         if not updates:
             return 0
+        self._ready()
         table = AUDIT_TABLE
         statement = (
             table.update()
@@ -213,6 +232,7 @@ class AuditRepository:
     def count_for_cycle(self, cycle_id: str) -> int:
         """How many rows cycle ``cycle_id`` has."""
         query = select(func.count()).where(ReconciliationAudit.cycle_id == cycle_id)
+        self._ready()
         try:
             with Session(self._engine) as session:
                 return session.scalar(query) or 0
@@ -220,6 +240,7 @@ class AuditRepository:
             raise AuditStoreError(f"audit read failed: {describe_database_error(exc)}") from None
 
     def _rows(self, query: Select[ReconciliationAudit]) -> list[ReconciliationAudit]:
+        self._ready()
         try:
             with Session(self._engine) as session:
                 return list(session.scalars(query))

@@ -50,10 +50,12 @@ def test_the_confirming_refetch_waits_for_a_window_the_first_round_filled() -> N
 
 
 def test_generated_scenario_seeds_findings_and_spreads_accounts_round_robin() -> None:
-    """S2: 1000 accounts on 10 endpoints (5 coinbase, 5 dydx), 100 each, breaks seeded."""
+    """S2: 1000 accounts on 10 endpoints of the four venue kinds, 100 each, breaks seeded."""
     generated = generate(S2)
     assert [len(e.accounts) for e in generated.endpoints] == [100] * 10
-    assert sorted(e.kind.name for e in generated.endpoints) == ["coinbase"] * 5 + ["dydx"] * 5
+    kinds = [e.kind.name for e in generated.endpoints]
+    assert kinds[:4] == ["coinbase", "dydx", "kraken", "binance"]
+    assert sorted(kinds) == ["binance"] * 2 + ["coinbase"] * 3 + ["dydx"] * 3 + ["kraken"] * 2
     statuses = list(generated.expected.values())
     assert statuses.count("WARNING") == 80
     assert statuses.count("CRITICAL") == 40

@@ -4,12 +4,14 @@ the composition root gives each venue."""
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.bootstrap import VENUE_PACING, pacer_for
+from app.bootstrap import VENUE_PACING, check_shared_budgets, pacer_for
+from infra.config import ConfigError, Roster, load_roster, load_settings
 from infra.config.roster import AccountConfig
 from infra.config.roster import RateLimit as AccountRateLimit
 from infra.venues.pacing import (
@@ -157,3 +159,43 @@ def test_limits_are_refused_when_they_allow_nothing() -> None:
         RateLimit(LimitModel.WINDOW, capacity=0, per_second=1.0)
     with pytest.raises(ValueError, match="at least one request"):
         RateLimit.in_requests(LimitModel.WINDOW, per_second=10, burst=10, cost=20)
+
+
+def _roster(tmp_path: Path, accounts: str) -> Roster:
+    path = tmp_path / "accounts.toml"
+    path.write_text(accounts, encoding="utf-8")
+    return load_roster(path, load_settings({}))
+
+
+SHARED = """
+[book]
+source = "file"
+path = "book.json"
+
+[[accounts]]
+id = "d0"
+exchange = "dydx"
+base_url = "http://127.0.0.1:9001"
+address = "dydx1abc"
+rate_limit = {{ per_second = "5", burst = 50 }}
+
+[[accounts]]
+id = "d1"
+exchange = "dydx"
+base_url = "{url}"
+address = "dydx1abc"
+subaccount = 1
+{limit}
+"""
+
+
+def test_accounts_sharing_a_per_ip_budget_must_agree_on_its_limit(tmp_path: Path) -> None:
+    """One dYdX base_url is one budget: two accounts there with different rate_limits are a
+    configuration error naming both; the same limit, or another base_url, is fine."""
+    same = 'rate_limit = { per_second = "5", burst = 50 }'
+    check_shared_budgets(_roster(tmp_path, SHARED.format(url="http://127.0.0.1:9001", limit=same)))
+    check_shared_budgets(_roster(tmp_path, SHARED.format(url="http://127.0.0.1:9002", limit="")))
+    with pytest.raises(ConfigError, match=r"account 'd1': field 'rate_limit'.*'d0'"):
+        check_shared_budgets(
+            _roster(tmp_path, SHARED.format(url="http://127.0.0.1:9001", limit=""))
+        )
