@@ -7,9 +7,11 @@
 - ``broken_link``: a row whose ``prev_hash`` is not the ``row_hash`` of the previous row (by
   ``id``) of its account — a row deleted, inserted or re-hashed before it;
 - ``update_accepted`` / ``delete_accepted``: the database no longer refuses an UPDATE of a fact
-  column or a DELETE. This is tried for real on one row, inside a transaction that is always
-  rolled back (each attempt in its own SAVEPOINT). On an empty table a probe row is inserted in
-  that same rolled-back transaction first, so the refusal is checked on every database.
+  column or a DELETE — of ``reconciliation_audit`` or of the operator actions log
+  (``operator_actions``, DESIGN §5). This is tried for real on one row of each table, inside a
+  transaction that is always rolled back (each attempt in its own SAVEPOINT). On an empty table
+  a probe row is inserted in that same rolled-back transaction first, so the refusal is checked
+  on every database.
 
 Limits: deleting an account's latest rows leaves no broken link (nothing points at them); only
 an external copy of the heads can reveal that. TRUNCATE is not probed (its lock would stall the
@@ -28,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from infra.db.chain import HASHED_COLUMNS, row_hash
 from infra.db.errors import AuditStoreError, describe_database_error
-from infra.db.models import AUDIT_TABLE
+from infra.db.models import AUDIT_TABLE, OPERATOR_ACTIONS_TABLE
 
 #: The ``reconciliation_id`` of the probe row inserted (and rolled back) on an empty table.
 PROBE_RECONCILIATION_ID: Final = "recon-audit-verify-probe"
@@ -69,6 +71,7 @@ def verify_audit(engine: Engine) -> list[Problem]:
             problems = _chain_problems(connection)
             connection.rollback()
             problems.extend(_refusal_problems(connection))
+            problems.extend(_operator_log_refusal_problems(connection))
     except SQLAlchemyError as exc:
         raise AuditStoreError(
             f"audit verification failed: {describe_database_error(exc)}"
@@ -157,6 +160,58 @@ def _refusal_problems(connection: Connection) -> list[Problem]:
         finally:
             transaction.rollback()
     return problems
+
+
+def _operator_log_refusal_problems(connection: Connection) -> list[Problem]:
+    """The operator actions log must refuse UPDATE and DELETE as the audit table does; its rows
+    are named by ``id`` in the message (they have no reconciliation id)."""
+    table = OPERATOR_ACTIONS_TABLE
+    problems: list[Problem] = []
+    with connection.begin() as transaction:
+        try:
+            row_id = connection.execute(select(table.c.id).order_by(table.c.id).limit(1)).scalar()
+            if row_id is None:
+                row_id = connection.execute(
+                    insert(table).values(_operator_probe_row()).returning(table.c.id)
+                ).scalar_one()
+            attempts = (
+                (
+                    ProblemKind.UPDATE_ACCEPTED,
+                    update(table).where(table.c.id == row_id).values(outcome="tampered"),
+                    "UPDATE",
+                ),
+                (ProblemKind.DELETE_ACCEPTED, delete(table).where(table.c.id == row_id), "DELETE"),
+            )
+            for kind, statement, verb in attempts:
+                try:
+                    with connection.begin_nested() as savepoint:
+                        changed = connection.execute(statement).rowcount
+                        savepoint.rollback()
+                except DBAPIError:
+                    continue  # refused
+                if changed:
+                    problems.append(
+                        Problem(
+                            kind,
+                            f"the database accepted a {verb} of operator_actions row {row_id}, "
+                            "then rolled back",
+                        )
+                    )
+        finally:
+            transaction.rollback()
+    return problems
+
+
+def _operator_probe_row() -> dict[str, object]:
+    return {
+        "operator": "recon-audit-verify",
+        "action": "probe",
+        "account_id": PROBE_RECONCILIATION_ID,
+        "reason": "refusal probe, rolled back",
+        "outcome": "probe",
+        "at": datetime(1970, 1, 1, tzinfo=UTC),
+        "detail_json": None,
+    }
 
 
 def _probe_row() -> dict[str, object]:

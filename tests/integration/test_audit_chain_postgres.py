@@ -156,3 +156,17 @@ def test_migration_chains_existing_rows_and_downgrades(schema_url: str) -> None:
         assert not inspect(engine).has_table(AUDIT_TABLE_NAME)
     finally:
         engine.dispose()
+
+
+def test_operator_log_accepting_changes_is_reported(engine: Engine) -> None:
+    """The operator actions log is probed too (empty here: a rolled-back probe row): with its
+    triggers dropped, verify reports the UPDATE and the DELETE it accepted, naming the table."""
+    assert verify_audit(engine) == []
+    with engine.begin() as conn:
+        for trigger in ("operator_actions_refuse_update", "operator_actions_refuse_delete"):
+            conn.execute(text(f"DROP TRIGGER {trigger} ON operator_actions"))
+    problems = verify_audit(engine)
+    assert [p.kind.value for p in problems] == ["update_accepted", "delete_accepted"]
+    assert all("operator_actions" in p.message for p in problems)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM operator_actions")).scalar() == 0

@@ -275,8 +275,8 @@ def test_postgres_unreachable_while_the_join_writes_the_join_retries(
         variables = process_environment(
             desk, database_url=through(proxy, audit_database), redis_url=redis_url
         )
-        # One worker: its runtime (which checks the schema when built, at the first task) is
-        # built before the cut; see the next test for a worker whose first task meets the cut.
+        # One worker, already running when the cut comes; the next tests start a worker whose
+        # first task meets the cut.
         with CeleryStack(tmp_path, variables, redis_url) as stack:
             (worker,) = stack.workers("w1")
             result = stack.client.send_task("recon.reconcile_all")
@@ -328,8 +328,9 @@ def test_postgres_unreachable_when_the_join_is_a_fresh_workers_first_task(
 ) -> None:
     """The cycle's one fetch runs on a worker that then shuts down (warm: the fetch ends and
     the join is queued); PostgreSQL becomes unreachable and a fresh worker starts, whose first
-    task is the join. Building its runtime cannot open the audit store: the join retries as
-    for a failed write, and once PostgreSQL is back the cycle completes, one row per account.
+    task is the join. Its first use of the audit store (the schema check, then the write)
+    cannot reach it: the join retries as for a failed write, and once PostgreSQL is back the
+    cycle completes, one row per account.
     """
     book = {"dx-0": {"USDC": "1000"}, "dx-1": {"USDC": "1001"}}
     venues = [

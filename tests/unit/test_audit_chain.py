@@ -416,3 +416,17 @@ def test_problem_text_names_the_row() -> None:
     problem = Problem(ProblemKind.BROKEN_LINK, "prev_hash does not match", 12, "c1:cb-main")
     assert str(problem) == "row 12 (c1:cb-main): broken_link: prev_hash does not match"
     assert str(dataclasses.replace(problem, row_id=None)) == "broken_link: prev_hash does not match"
+
+
+def test_operator_log_accepting_changes_is_reported_on_sqlite(engine: Engine) -> None:
+    """SQLite: with the operator actions log's triggers dropped, verify names the UPDATE and the
+    DELETE that log accepted (on a rolled-back probe row: the log stays empty)."""
+    assert verify_audit(engine) == []
+    with engine.begin() as conn:
+        for trigger in ("operator_actions_refuse_update", "operator_actions_refuse_delete"):
+            conn.execute(text(f"DROP TRIGGER {trigger}"))
+    problems = verify_audit(engine)
+    assert [p.kind for p in problems] == [ProblemKind.UPDATE_ACCEPTED, ProblemKind.DELETE_ACCEPTED]
+    assert all("operator_actions" in p.message for p in problems)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM operator_actions")).scalar() == 0
