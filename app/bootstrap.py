@@ -180,6 +180,15 @@ def build_rate_budget(settings: Settings) -> RateBudget:
     return LocalRateBudget()
 
 
+def binance_weight_limit(account: AccountConfig) -> int:
+    """The request weight a minute Binance's in-process guard allows at ``account``'s
+    ``base_url``: the published 6,000, or the account's own tier (roster ``rate_limit``)."""
+    if account.rate_limit is None:
+        return binance.DEFAULT_WEIGHT_LIMIT
+    per_minute = account.rate_limit.per_second * 60
+    return max(binance.ACCOUNT_WEIGHT, int(per_minute))
+
+
 def check_shared_budgets(roster: Roster) -> None:
     """Accounts that share a per-IP budget (one venue, one ``base_url``) must agree on its
     ``rate_limit``: one budget has one limit. ConfigError names the file and both accounts."""
@@ -286,6 +295,9 @@ def build_venue_client(
                 api_secret=secret("api_secret", account.api_secret).strip(),
                 timeout=timeout,
                 pacer=paced(None),
+                weight_guard=binance.shared_weight_guard(
+                    base_url_of(account), limit=binance_weight_limit(account)
+                ),
             )
         if account.exchange.startswith("ccxt:"):
             return CcxtClient(

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery, signals
 
 from infra.config import load_settings
-from workers import logs
+from workers import logs, memory
 from workers.runtime import close_runtime, forget_runtime, serve_metrics
 
 app = Celery("recon", include=["workers.tasks"])
@@ -32,4 +32,4 @@ def _close(**_: Any) -> None:
     close_runtime()
 
 
-__all__ = ["app", "logs"]
+__all__ = ["app", "logs", "memory"]

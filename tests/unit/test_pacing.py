@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.bootstrap import VENUE_PACING, check_shared_budgets, pacer_for
+from app.bootstrap import VENUE_PACING, binance_weight_limit, check_shared_budgets, pacer_for
 from infra.config import ConfigError, Roster, load_roster, load_settings
 from infra.config.roster import AccountConfig
 from infra.config.roster import RateLimit as AccountRateLimit
@@ -199,3 +199,20 @@ def test_accounts_sharing_a_per_ip_budget_must_agree_on_its_limit(tmp_path: Path
         check_shared_budgets(
             _roster(tmp_path, SHARED.format(url="http://127.0.0.1:9001", limit=""))
         )
+
+
+def test_binances_weight_guard_follows_the_accounts_tier() -> None:
+    """The in-process weight guard allows the published 6,000 a minute, or the account's own
+    tier (a guard stuck at the default would stall a faster tier for a minute)."""
+    published = AccountConfig(id="b", exchange="binance")
+    assert binance_weight_limit(published) == 6000
+    faster = AccountConfig(
+        id="b",
+        exchange="binance",
+        rate_limit=AccountRateLimit(per_second=Decimal(200), burst=12000),
+    )
+    assert binance_weight_limit(faster) == 12000
+    tiny = AccountConfig(
+        id="b", exchange="binance", rate_limit=AccountRateLimit(per_second=Decimal("0.1"), burst=20)
+    )
+    assert binance_weight_limit(tiny) == 20
