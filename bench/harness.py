@@ -77,29 +77,33 @@ class BenchError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class RedisDatabase:
-    """One Redis database number, claimed by this bench."""
+    """One Redis database number, claimed (by the bench, or by a test session: its own
+    ``claim_key``) so that a concurrent user of the server picks another one."""
 
     number: int
     token: str
+    claim_key: str = CLAIM_KEY
+    claim_seconds: int = CLAIM_SECONDS
 
     @property
     def url(self) -> str:
         return f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.number}"
 
-    def _client(self) -> redis.Redis:
+    def connect(self) -> redis.Redis:
+        """A client of this database (close it)."""
         return redis.Redis(
             host=REDIS_HOST, port=REDIS_PORT, db=self.number, socket_connect_timeout=3
         )
 
     def flush(self) -> None:
         """Empty the database, keeping the claim."""
-        with contextlib.closing(self._client()) as client:
+        with contextlib.closing(self.connect()) as client:
             client.flushdb()
-            client.set(CLAIM_KEY, self.token, ex=CLAIM_SECONDS)
+            client.set(self.claim_key, self.token, ex=self.claim_seconds)
 
     def release(self) -> None:
         """Empty the database (claim included)."""
-        with contextlib.closing(self._client()) as client:
+        with contextlib.closing(self.connect()) as client:
             client.flushdb()
 
 
@@ -116,8 +120,12 @@ def check_redis() -> None:
             ) from None
 
 
-def claim_redis_database() -> RedisDatabase:
-    """An empty database number 1..15 that no client uses, claimed for this bench."""
+def claim_redis_database(
+    *, claim_key: str = CLAIM_KEY, claim_seconds: int = CLAIM_SECONDS
+) -> RedisDatabase:
+    """An empty database number 1..15 that no client uses, claimed under ``claim_key``.
+
+    Raises :class:`ServiceUnavailable` (no Redis) or :class:`BenchError` (none free)."""
     check_redis()
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
     with contextlib.closing(
@@ -130,8 +138,8 @@ def claim_redis_database() -> RedisDatabase:
         with contextlib.closing(
             redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number, socket_connect_timeout=3)
         ) as client:
-            if client.dbsize() == 0 and client.set(CLAIM_KEY, token, nx=True, ex=CLAIM_SECONDS):
-                return RedisDatabase(number, token)
+            if client.dbsize() == 0 and client.set(claim_key, token, nx=True, ex=claim_seconds):
+                return RedisDatabase(number, token, claim_key, claim_seconds)
     raise BenchError("no free Redis database among 1..15 (each holds keys or has clients)")
 
 
@@ -257,7 +265,8 @@ def celery_script() -> Path:
     return script
 
 
-def _death_signal_prefix() -> list[str]:
+def death_signal_prefix() -> list[str]:
+    """``setpriv --pdeathsig KILL`` when available: the process dies with its parent."""
     setpriv = shutil.which("setpriv")
     return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
 
@@ -330,7 +339,7 @@ class WorkerProcess:
         self._log: IO[bytes] = self.log_path.open("ab")
         try:
             self.popen = subprocess.Popen(  # noqa: S603 - our own interpreter's celery
-                [*_death_signal_prefix(), str(celery_script()), "-A", app_module, *args],
+                [*death_signal_prefix(), str(celery_script()), "-A", app_module, *args],
                 env=dict(env),
                 cwd=folder,
                 stdin=subprocess.DEVNULL,
@@ -457,10 +466,10 @@ class Workers:
 # --- the client ---------------------------------------------------------------------------------
 
 
-def client_app(redis_url: str) -> Celery:
+def client_app(redis_url: str, *, name: str = "recon-bench") -> Celery:
     """A bare Celery client (JSON only), as another service would use; close it with
     :func:`close_client`."""
-    app = Celery("recon-bench", broker=redis_url, backend=redis_url, set_as_current=False)
+    app = Celery(name, broker=redis_url, backend=redis_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -472,8 +481,12 @@ def client_app(redis_url: str) -> Celery:
 
 
 def close_client(app: Celery) -> None:
-    """Close the client's result-backend and broker connections."""
-    backend = app.__dict__.get("backend")
+    """Close the client's result backend's Redis connections and the broker connections.
+
+    Broker connections live in kombu's process-wide pools (shared by every app on the same
+    URL): they are closed and forgotten, so the next client starts afresh.
+    """
+    backend = app.__dict__.get("backend")  # only if it was ever used
     if backend is not None:
         consumer = getattr(backend, "result_consumer", None)
         if consumer is not None:

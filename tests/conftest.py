@@ -7,7 +7,6 @@ and then as the current user. When it is unreachable its tests skip, except on C
 
 from __future__ import annotations
 
-import getpass
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,10 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
-POSTGRES_HOST = "127.0.0.1"
-POSTGRES_PORT = 5432
+from bench.harness import POSTGRES_HOST, POSTGRES_PORT, ServiceUnavailable, postgres_admin
 
 
 @pytest.fixture
@@ -30,20 +27,12 @@ def sqlite_url(tmp_path: Path) -> str:
 
 def _postgres_admin() -> tuple[str, str]:
     """The conninfo of a reachable server's ``postgres`` database and its user, or skip/fail."""
-    reasons = []
-    for user in dict.fromkeys(("postgres", getpass.getuser())):
-        conninfo = make_conninfo(
-            host=POSTGRES_HOST, port=POSTGRES_PORT, user=user, dbname="postgres", connect_timeout=3
-        )
-        try:
-            with psycopg.connect(conninfo):
-                return conninfo, user
-        except psycopg.OperationalError as exc:
-            reasons.append(f"as {user}: {str(exc).strip()}")
-    message = f"PostgreSQL not reachable at {POSTGRES_HOST}:{POSTGRES_PORT}: " + "; ".join(reasons)
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    try:
+        return postgres_admin()
+    except ServiceUnavailable as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(str(error))
+        pytest.skip(str(error))
 
 
 @pytest.fixture(scope="session")

@@ -21,11 +21,12 @@ writers). Messages carry ids, never an amount.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from sqlalchemy import Connection, Engine, delete, insert, select, update
+from sqlalchemy import Connection, Engine, Executable, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from infra.db.chain import HASHED_COLUMNS, row_hash
@@ -148,15 +149,10 @@ def _refusal_problems(connection: Connection) -> list[Problem]:
                     "the database accepted a DELETE of an audit row",
                 ),
             )
-            for kind, statement, message in attempts:
-                try:
-                    with connection.begin_nested() as savepoint:
-                        changed = connection.execute(statement).rowcount
-                        savepoint.rollback()
-                except DBAPIError:
-                    continue  # refused: a trigger, a missing privilege — either way, refused
-                if changed:
-                    problems.append(Problem(kind, f"{message}, then rolled back", row_id, key))
+            problems.extend(
+                Problem(kind, f"{message}, then rolled back", row_id, key)
+                for kind, message in _accepted(connection, attempts)
+            )
         finally:
             transaction.rollback()
     return problems
@@ -182,24 +178,35 @@ def _operator_log_refusal_problems(connection: Connection) -> list[Problem]:
                 ),
                 (ProblemKind.DELETE_ACCEPTED, delete(table).where(table.c.id == row_id), "DELETE"),
             )
-            for kind, statement, verb in attempts:
-                try:
-                    with connection.begin_nested() as savepoint:
-                        changed = connection.execute(statement).rowcount
-                        savepoint.rollback()
-                except DBAPIError:
-                    continue  # refused
-                if changed:
-                    problems.append(
-                        Problem(
-                            kind,
-                            f"the database accepted a {verb} of operator_actions row {row_id}, "
-                            "then rolled back",
-                        )
-                    )
+            problems.extend(
+                Problem(
+                    kind,
+                    f"the database accepted a {verb} of operator_actions row {row_id}, "
+                    "then rolled back",
+                )
+                for kind, verb in _accepted(connection, attempts)
+            )
         finally:
             transaction.rollback()
     return problems
+
+
+def _accepted(
+    connection: Connection, attempts: Sequence[tuple[ProblemKind, Executable, str]]
+) -> list[tuple[ProblemKind, str]]:
+    """Try each statement in its own SAVEPOINT, always rolled back; ``(kind, label)`` of each
+    one the database accepted (changed a row) instead of refusing."""
+    accepted: list[tuple[ProblemKind, str]] = []
+    for kind, statement, label in attempts:
+        try:
+            with connection.begin_nested() as savepoint:
+                changed = connection.execute(statement).rowcount
+                savepoint.rollback()
+        except DBAPIError:
+            continue  # refused: a trigger, a missing privilege — either way, refused
+        if changed:
+            accepted.append((kind, label))
+    return accepted
 
 
 def _operator_probe_row() -> dict[str, object]:

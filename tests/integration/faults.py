@@ -15,7 +15,6 @@ same port.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -24,12 +23,13 @@ import subprocess
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, NoReturn, Self
+from typing import IO, Final, Self
 
 import pytest
 import redis
 
-from tests.integration.workers_harness import STOP_TIMEOUT, free_port, wait_for
+from bench.harness import death_signal_prefix
+from tests.integration.workers_harness import STOP_TIMEOUT, free_port, unavailable, wait_for
 
 #: How long a private Redis may take to answer PING after it is started (seconds).
 REDIS_START_TIMEOUT: Final = 15.0
@@ -38,25 +38,12 @@ _ACCEPT_POLL_SECONDS: Final = 0.05
 _CHUNK: Final = 65536
 
 
-def _unavailable(message: str) -> NoReturn:
-    """Skip the test, or fail it on CI (``CI=true``): CI must not pass by skipping."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def redis_server_binary() -> str:
     """The ``redis-server`` command on the PATH (skip, or fail on CI, without one)."""
     binary = shutil.which("redis-server")
     if binary is None:
-        _unavailable("redis-server is not on the PATH: the private Redis cannot be started")
+        unavailable("redis-server is not on the PATH: the private Redis cannot be started")
     return binary
-
-
-def _death_signal_prefix() -> list[str]:
-    """``setpriv --pdeathsig KILL`` when available: the process dies with the test process."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
 
 
 class PrivateRedis:
@@ -111,7 +98,7 @@ class PrivateRedis:
         if self._log is None:
             self._log = self.log_path.open("ab")
         command = [
-            *_death_signal_prefix(),
+            *death_signal_prefix(),
             self.binary,
             "--bind",
             "127.0.0.1",

@@ -17,11 +17,11 @@ from typing import Any, Final
 import pytest
 from celery.result import AsyncResult
 
+from bench.harness import RedisDatabase
 from infra.sandbox import SandboxServer
 from tests.integration.workers_harness import (  # noqa: F401  (fixtures)
     RESULT_TIMEOUT,
     CeleryStack,
-    RedisDatabase,
     audit_database_fixture,
     audit_rows,
     process_environment,

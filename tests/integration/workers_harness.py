@@ -28,7 +28,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,24 +35,27 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, NoReturn, Self, TypeVar
 
-import kombu.pools
 import pytest
-import redis
 from celery import Celery
 from sqlalchemy import create_engine, text
 
+from bench.harness import (
+    BenchError,
+    RedisDatabase,
+    ServiceUnavailable,
+    claim_redis_database,
+    close_client,
+    death_signal_prefix,
+)
+from bench.harness import client_app as bench_client_app
 from infra.db.migrate import upgrade
 from tests.support import Desk, clean_environ
 
-REDIS_HOST: Final = "127.0.0.1"
-REDIS_PORT: Final = 6379
 #: Set in the claimed database so that a concurrent session picks another one.
 CLAIM_KEY: Final = "recon:tests:claimed-by"
 CLAIM_SECONDS: Final = 3600
@@ -70,41 +72,8 @@ T = TypeVar("T")
 # --- Redis --------------------------------------------------------------------------------------
 
 
-def redis_url_of(number: int) -> str:
-    """The URL of database ``number`` of the tests' Redis server."""
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
-
-
-@dataclass(frozen=True, slots=True)
-class RedisDatabase:
-    """One Redis database number, claimed by this test session."""
-
-    number: int
-    token: str
-
-    @property
-    def url(self) -> str:
-        return redis_url_of(self.number)
-
-    def connect(self) -> redis.Redis:
-        """A client of this database (close it)."""
-        return redis.Redis(
-            host=REDIS_HOST, port=REDIS_PORT, db=self.number, socket_connect_timeout=3
-        )
-
-    def flush(self) -> None:
-        """Empty the database, keeping this session's claim on it."""
-        with contextlib.closing(self.connect()) as client:
-            client.flushdb()
-            client.set(CLAIM_KEY, self.token, ex=CLAIM_SECONDS)
-
-    def release(self) -> None:
-        """Empty the database and give up the claim."""
-        with contextlib.closing(self.connect()) as client:
-            client.flushdb()
-
-
-def _unreachable(message: str) -> NoReturn:
+def unavailable(message: str) -> NoReturn:
+    """Skip the test, or fail it on CI (``CI=true``): CI must not pass by skipping."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
@@ -112,25 +81,14 @@ def _unreachable(message: str) -> NoReturn:
 
 @functools.cache
 def _claim_database() -> RedisDatabase:
-    """An empty database number 1..15 with no client connected to it, claimed (once per run)."""
-    admin = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0, socket_connect_timeout=3)
+    """An empty database number 1..15 with no client connected to it, claimed (once per run)
+    as the bench claims its own (:func:`bench.harness.claim_redis_database`)."""
     try:
-        try:
-            in_use = {int(c.get("db", 0)) for c in admin.client_list()}
-        except redis.RedisError as exc:
-            _unreachable(f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT}: {exc}")
-        token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-        for number in range(1, 16):
-            if number in in_use:
-                continue
-            with contextlib.closing(
-                redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=number, socket_connect_timeout=3)
-            ) as client:
-                if client.dbsize() == 0 and client.set(CLAIM_KEY, token, nx=True, ex=CLAIM_SECONDS):
-                    return RedisDatabase(number, token)
-    finally:
-        admin.close()
-    pytest.fail("no free Redis database among 1..15 (each holds keys or has clients)")
+        return claim_redis_database(claim_key=CLAIM_KEY, claim_seconds=CLAIM_SECONDS)
+    except ServiceUnavailable as error:
+        unavailable(str(error))
+    except BenchError as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(name="redis_database", scope="session")
@@ -230,12 +188,6 @@ def celery_script() -> Path:
     return script
 
 
-def _death_signal_prefix() -> list[str]:
-    """``setpriv --pdeathsig KILL`` when available: the process dies with the test process."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL"] if setpriv else []
-
-
 class CeleryProcess:
     """One ``celery -A workers …`` process, its output in ``<folder>/<name>.log``."""
 
@@ -248,7 +200,7 @@ class CeleryProcess:
         self._log: IO[bytes] = self.log_path.open("ab")
         try:
             self.popen = subprocess.Popen(
-                [*_death_signal_prefix(), str(celery_script()), "-A", "workers", *self.args],
+                [*death_signal_prefix(), str(celery_script()), "-A", "workers", *self.args],
                 env=dict(env),
                 cwd=folder,
                 stdin=subprocess.DEVNULL,
@@ -350,31 +302,7 @@ def process_environment(
 def client_app(redis_url: str) -> Celery:
     """A bare Celery client of the test's Redis (JSON only, like every recon peer); close it
     with :func:`close_client`."""
-    app = Celery("recon-tests", broker=redis_url, backend=redis_url, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
-        broker_connection_retry_on_startup=True,
-    )
-    return app
-
-
-def close_client(app: Celery) -> None:
-    """Close the client's result backend's Redis connections and the broker connections.
-
-    Broker connections live in kombu's process-wide pools (shared by every app on the same
-    URL): they are closed and forgotten, so the next test's client starts afresh.
-    """
-    backend = app.__dict__.get("backend")  # only if it was ever used
-    if backend is not None:
-        consumer = getattr(backend, "result_consumer", None)
-        if consumer is not None:
-            consumer.stop()
-        backend.client.connection_pool.disconnect()
-    app.close()
-    kombu.pools.reset()
+    return bench_client_app(redis_url, name="recon-tests")
 
 
 class CeleryStack:
