@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -22,7 +23,7 @@ from domain.assets import to_book_codes
 from domain.confirmation import confirm, needs_confirmation, with_recovery
 from domain.policy import Policy
 from domain.reconcile import reconcile_account
-from domain.report import Cycle, FetchError, Report, SourceError
+from domain.report import Cycle, ErrorKind, FetchError, Report, SourceError
 from infra.venues.base import VenueClient
 from infra.venues.retry import RetryPolicy, call_with_retry
 
@@ -103,6 +104,16 @@ def fetch_venue(plan: AccountPlan, retry: RetryPolicy) -> VenueOutcome:
         )
         return error.to_fetch_error()
     return to_book_codes(balances, plan.asset_map)
+
+
+def _fetch_guarded(plan: AccountPlan, retry: RetryPolicy) -> VenueOutcome:
+    """:func:`fetch_venue`, a bug included: it becomes the account's error, so one client's
+    bug never sinks the other accounts or the cycle."""
+    try:
+        return fetch_venue(plan, retry)
+    except Exception as error:
+        log.exception("venue fetch crashed: account=%s exchange=%s", plan.account_id, plan.exchange)
+        return internal_error(error)
 
 
 def _read_book(book: BookSource, account_id: str) -> VenueOutcome:
@@ -265,13 +276,20 @@ def fetch_all(
     *,
     max_concurrency: int = 32,
     on_fetched: ProgressCallback | None = None,
+    pool: Executor | None = None,
 ) -> dict[str, VenueOutcome]:
-    """Fetch every account concurrently (threads over the shared HTTP clients)."""
+    """Fetch every account concurrently (threads over the shared HTTP clients), each with its
+    retries, a bug being that account's error; on ``pool`` when given (a worker's shared
+    fetch pool), else on threads of its own."""
     if not plans:
         return {}
     outcomes: dict[str, VenueOutcome] = {}
-    with ThreadPoolExecutor(max_workers=min(max_concurrency, len(plans))) as pool:
-        futures = {pool.submit(fetch_venue, plan, retry): plan for plan in plans}
+    with ExitStack() as own:
+        if pool is None:
+            pool = own.enter_context(
+                ThreadPoolExecutor(max_workers=min(max_concurrency, len(plans)))
+            )
+        futures = {pool.submit(_fetch_guarded, plan, retry): plan for plan in plans}
         for future in as_completed(futures):
             plan = futures[future]
             outcome = future.result()
@@ -298,11 +316,35 @@ def run_cycle(
     cycle = compare_and_report(
         cycle_id=cycle_id, started_at=started_at, plans=plans, outcomes=outcomes, context=context
     )
-    flagged = set(flagged_accounts(cycle))
-    if flagged:
+    if flagged_accounts(cycle):
         context.sleep(context.confirm_delay)
-        again = [plan for plan in plans if plan.account_id in flagged]
-        second = fetch_all(again, context.retry, max_concurrency=max_concurrency)
-        cycle = confirm_breaks(cycle=cycle, plans=plans, outcomes=second, context=context)
+        cycle = confirm_in_process(
+            cycle=cycle, plans=plans, context=context, max_concurrency=max_concurrency
+        )
     observe_cycle(context, cycle)
     return cycle
+
+
+def internal_error(error: BaseException) -> FetchError:
+    """What a bug while fetching an account becomes: that account's error (never a zero)."""
+    return FetchError(ErrorKind.UNAVAILABLE, f"internal error ({type(error).__name__})")
+
+
+def confirm_in_process(
+    *,
+    cycle: Cycle,
+    plans: Sequence[AccountPlan],
+    context: CycleContext,
+    max_concurrency: int = 32,
+    pool: Executor | None = None,
+) -> Cycle:
+    """The second look in this process, once the confirm delay has passed: re-fetch the
+    cycle's flagged accounts (each with its retries), judge their breaks again and record the
+    verdicts (:func:`confirm_breaks`). A bug while re-fetching an account is its error, which
+    confirms its break: the written cycle is never lost to it."""
+    flagged = flagged_accounts(cycle)
+    if not flagged:
+        return cycle
+    again = [plan for plan in plans if plan.account_id in set(flagged)]
+    outcomes = fetch_all(again, context.retry, max_concurrency=max_concurrency, pool=pool)
+    return confirm_breaks(cycle=cycle, plans=plans, outcomes=outcomes, context=context)

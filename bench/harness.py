@@ -452,6 +452,10 @@ class Workers:
             if not process.alive():
                 raise BenchError(f"worker {process.name} died:\n{process.tail()}")
 
+    def all_have_joined(self) -> bool:
+        """Whether every worker has written a cycle's audit rows (run a join)."""
+        return all(_AUDIT_LINE.search(process.log()) for process in self.processes)
+
     def audit_write_seconds(self, cycle_id: str) -> tuple[float, float] | None:
         """``(transaction, encoding)`` seconds of ``cycle_id``'s audit write from the workers'
         logs (the last one logged)."""

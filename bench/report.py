@@ -58,6 +58,8 @@ class RunResult:
     workers_cpu: list[float] = field(default_factory=list)
     throttled: int = 0
     rss_growth_mb_per_cycle: float = 0.0
+    #: Unmeasured cycles before the measured ones (``--warmup``, or more: see bench.run).
+    warmups: int = 0
     wrong_reports: int = 0
     baseline: bool = False
     #: The naive baseline's median wall time on the same scenario, when the run has one.
@@ -89,6 +91,13 @@ class RunResult:
     @property
     def speedup(self) -> float | None:
         return self.naive_wall / self.wall if self.naive_wall else None
+
+    @property
+    def speedup_cap(self) -> float:
+        """The most any design could gain on the naive baseline here: its wall ÷ the floor."""
+        if not self.naive_wall or self.floor.seconds <= 0:
+            return float("nan")
+        return self.naive_wall / self.floor.seconds
 
     @property
     def correct(self) -> bool:
@@ -165,8 +174,8 @@ def _row(result: RunResult) -> list[str]:
         _cpu(result),
         str(result.throttled),
         NOT_APPLICABLE if audit is None else f"{audit:.1f} (+{_encode_ms(result):.1f})",
-        f"{result.rss_growth_mb_per_cycle:+.2f}",
-        NOT_APPLICABLE if speedup is None else f"{speedup:.1f}×",
+        f"{result.rss_growth_mb_per_cycle:+.2f} (after {result.warmups})",
+        NOT_APPLICABLE if speedup is None else f"{speedup:.1f}× (≤{result.speedup_cap:.1f}×)",
         *result.verdicts().values(),
     ]
 
@@ -183,8 +192,8 @@ HEADER: Final = (
     "CPU s/cycle: sandbox, workers (÷CPUs)",
     "429s",
     "audit ms",
-    "RSS MB/cycle",
-    "vs naive",
+    "RSS MB/cycle (after N warm-ups)",
+    "vs naive (≤ naive ÷ floor)",
     *TARGETS,
 )
 

@@ -5,7 +5,8 @@ endpoint on loopback; the machine's Redis (an empty database, flushed between ru
 end) and PostgreSQL (a throwaway ``recon_bench_<hex>``, migrated, dropped at the end); N Celery
 worker processes (``--pool threads --concurrency C``; the naive baseline on the default prefork
 pool). After ``--warmup`` unmeasured cycles (the workers build their adapters on the first
-task), ``--cycles`` cycles are measured, each from ``send_task("recon.reconcile_all")`` to its
+task) — more, up to 4, until every worker has run a cycle's join —, ``--cycles`` cycles are
+measured, each from ``send_task("recon.reconcile_all")`` to its
 result, which the join returns once the audit rows are committed. Each cycle's reports are
 checked against the seeded findings, and the audit table must have gained one row per account
 and cycle. Between the cycles of a rate-limited scenario the bench waits out the longest limit
@@ -208,11 +209,14 @@ def _measure(
         app_module="bench.naive_worker" if run.baseline else "bench.worker",
     ) as workers:
         before: list[int] = []
-        for number in range(warmup + cycles):
+        warmups = 0
+        number = 0
+        while number < warmups + cycles or not before:
             if number > 0 and gap > 0:
                 time.sleep(gap)
-            if number == warmup:
+            if not before and warmed_up(number, warmup, joined=workers.all_have_joined()):
                 before = workers.rss_kb()
+                warmups = number
             workers_cpu = workers.cpu_seconds()
             bench_cpu = time.process_time()
             try:
@@ -223,7 +227,7 @@ def _measure(
                 workers.check_alive()
                 raise harness.BenchError(f"[{run.label}] cycle failed: {error!r}") from error
             result.wrong_reports += _wrong_reports(generated, cycle)
-            measured = number >= warmup
+            measured = bool(before)
             if measured:
                 result.walls.append(wall)
                 result.sandbox_cpu.append(time.process_time() - bench_cpu)
@@ -232,17 +236,31 @@ def _measure(
                 if audit is not None:
                     result.audit_seconds.append(audit[0])
                     result.encode_seconds.append(audit[1])
-            progress(
-                f"[{run.label}] cycle {number + 1}/{warmup + cycles}"
-                f"{'' if measured else ' (warm-up)'}: {wall:.3f} s"
-            )
+            number += 1
+            label = f"{number - warmups}/{cycles}" if measured else f"{number} (warm-up)"
+            progress(f"[{run.label}] cycle {label}: {wall:.3f} s")
         after = workers.rss_kb()
     growth = [(a - b) / 1024 / cycles for a, b in zip(after, before, strict=True)]
     result.rss_growth_mb_per_cycle = max(growth, default=0.0)
+    result.warmups = warmups
     result.throttled = sandboxes.throttled()
     rows = services.postgres.count_rows() - rows_before
-    result.wrong_reports += abs(rows - spec.accounts * (warmup + cycles))
+    result.wrong_reports += abs(rows - spec.accounts * (warmups + cycles))
     return result
+
+
+#: Warm-up cycles the bench adds, at most, waiting for every worker to have run a join.
+EXTRA_WARMUP_MAX: Final = 4
+
+
+def warmed_up(done: int, warmup: int, *, joined: bool) -> bool:
+    """Whether the measured cycles may start after ``done`` cycles: ``warmup`` of them at
+    least, and every worker has run a cycle's join (``joined``: the largest task; a worker's
+    first join grows it once, which is not growth per cycle) — or ``EXTRA_WARMUP_MAX`` more
+    cycles did not get there (the joins go to whichever worker is free)."""
+    if done < warmup:
+        return False
+    return joined or done >= warmup + EXTRA_WARMUP_MAX
 
 
 def execute(
@@ -336,7 +354,12 @@ def parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="threads per worker"
     )
     cli.add_argument("--cycles", type=int, default=3, help="measured cycles per run (median)")
-    cli.add_argument("--warmup", type=int, default=1, help="unmeasured cycles first")
+    cli.add_argument(
+        "--warmup",
+        type=int,
+        default=1,
+        help="unmeasured cycles first (at least; more, up to 4, until every worker ran a join)",
+    )
     cli.add_argument(
         "--batch-size", type=int, default=None, help="s1/s2/smoke: RECONCILIATION_FETCH_BATCH_SIZE"
     )
@@ -389,7 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             render_table(results),
             "",
             f"command: python -m bench {' '.join(argv if argv is not None else sys.argv[1:])}",
-            f"{machine_summary()}; {args.cycles} measured cycle(s) after {args.warmup} warm-up",
+            f"{machine_summary()}; {args.cycles} measured cycle(s) after at least "
+            f"{args.warmup} warm-up cycle(s), and until every worker had run a join",
         ]
     )
     sys.stdout.write(text + "\n")

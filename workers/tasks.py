@@ -3,6 +3,7 @@ serialises: amounts cross the broker as decimal strings, results are the §5 JSO
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -13,7 +14,14 @@ from celery.canvas import Signature
 from celery.utils.log import get_task_logger
 
 from app import bootstrap
-from app.cycle import VenueOutcome, fetch_attempt, flagged_accounts, observe_cycle
+from app.cycle import (
+    VenueOutcome,
+    confirm_in_process,
+    fetch_attempt,
+    flagged_accounts,
+    internal_error,
+    observe_cycle,
+)
 from app.cycle import compare_and_report as compare_accounts
 from app.cycle import confirm_breaks as confirm_accounts
 from app.outcomes import OutcomeJson, outcome_to_json, outcomes_from_json
@@ -220,10 +228,6 @@ def sync_balances(self: Task[Any, Any], /, *args: Any, **kwargs: Any) -> dict[st
         )
 
 
-def _unexpected(error: BaseException) -> FetchError:
-    return FetchError(ErrorKind.UNAVAILABLE, f"internal error ({type(error).__name__})")
-
-
 @app.task(
     name="recon.fetch_venue", bind=True, resultrepr_maxsize=RESULT_REPR_SIZE, max_retries=None
 )
@@ -244,7 +248,7 @@ def fetch_venue(
         results = fetch_attempt(runtime.plans_for(pending), pool=runtime.context.fetch_pool)
     except Exception as error:  # a bug must not sink the chord: record it per account
         log.exception("venue fetch crashed: cycle=%s", cycle_id)
-        crash = _unexpected(error)
+        crash = internal_error(error)
         results = {a: SourceError(crash.message, crash.kind) for a in pending}
     retry_number = self.request.retries + 1
     waits: list[float] = []
@@ -304,7 +308,9 @@ def compare_and_report(
     shape: ResultShape,
 ) -> Any:
     """Chord join: compare every account, write the cycle's audit rows in one transaction,
-    release the accounts, return the cycle (or the report, or the reports)."""
+    confirm the WARNING-or-worse breaks, release the accounts, return the cycle (or the
+    report, or the reports)."""
+    joined_at = time.monotonic()
     runtime = _join_runtime(self, cycle_id)
     outcomes = _merge(results)
     missing = [a for a in account_ids if a not in outcomes]
@@ -323,7 +329,8 @@ def compare_and_report(
     except AuditStoreError as error:
         raise _retry_audit(self, cycle_id, error) from None
     flagged = flagged_accounts(cycle)
-    if flagged:
+    delay = runtime.context.confirm_delay
+    if flagged and delay > time.monotonic() - joined_at:
         # The second look, after the confirm delay: the caller's AsyncResult receives its
         # result (the cycle with its confirmations), and no worker waits through the delay.
         raise self.replace(
@@ -335,9 +342,21 @@ def compare_and_report(
                 skipped=skipped,
                 shape=shape,
                 batch_size=runtime.configuration.settings.fetch_batch_size,
-                delay=runtime.context.confirm_delay,
+                delay=delay,
             )
         )
+    if flagged:
+        # The delay has passed already (the first fetches ended before this join began):
+        # the second look runs here, saving a chord's round trip and reading nothing back.
+        try:
+            cycle = confirm_in_process(
+                cycle=cycle,
+                plans=runtime.plans_for(account_ids),
+                context=runtime.context,
+                pool=runtime.context.fetch_pool,
+            )
+        except AuditStoreError as error:
+            raise _retry_audit(self, cycle_id, error) from None
     return _finish(runtime, cycle, account_ids, skipped, shape)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from infra.sandbox import DATA_DIR, SandboxServer, parse_scenario
 from tests.integration.workers_harness import (  # noqa: F401  (fixtures)
@@ -250,6 +251,16 @@ def test_every_venue_kind_reconciles_through_the_cli(
 @pytest.mark.redis
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("confirm_delay", "confirm_joins"),
+    [
+        # No delay: the join confirms the breaks itself (no second chord).
+        ("0", 0),
+        # A delay: a second chord after it, whose join (recon.confirm_breaks) confirms.
+        ("0.3", 1),
+    ],
+    ids=["confirmed-in-the-join", "confirmed-by-a-second-chord"],
+)
 def test_every_venue_kind_reconciles_through_the_workers(
     desk: Desk,
     sandbox: SandboxServer,
@@ -257,12 +268,38 @@ def test_every_venue_kind_reconciles_through_the_workers(
     tmp_path: Path,
     audit_database: str,
     redis_url: str,
+    confirm_delay: str,
+    confirm_joins: int,
 ) -> None:
-    """recon.reconcile_all by name on a real worker: the same roster, the same reports."""
+    """recon.reconcile_all by name on a real worker: the same roster, the same reports, the
+    breaks confirmed alike whichever way the second look runs."""
     write_roster(desk, sandbox, book_url)
-    variables = process_environment(desk, database_url=audit_database, redis_url=redis_url)
+    variables = process_environment(
+        desk,
+        database_url=audit_database,
+        redis_url=redis_url,
+        RECONCILIATION_CONFIRM_DELAY_SECONDS=confirm_delay,
+    )
     with CeleryStack(tmp_path, variables, redis_url) as stack:
-        stack.workers("w1")
+        (worker,) = stack.workers("w1")
         cycle = stack.client.send_task("recon.reconcile_all").get(timeout=60, interval=0.05)
     check_cycle(cycle)
     assert sorted(row["account_id"] for row in audit_rows(audit_database)) == sorted(EXPECTED)
+    assert recovery_columns(audit_database) == {"bn": "FAILED", "cx": "FAILED"}
+    assert worker.count("Task recon.confirm_breaks[") == confirm_joins * 2  # received, succeeded
+
+
+def recovery_columns(database_url: str) -> dict[str, str]:
+    """``account_id → recovery_status`` of the audit rows whose break was looked at again."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT account_id, recovery_status FROM reconciliation_audit"
+                    " WHERE recovery_attempted"
+                )
+            )
+            return {row.account_id: row.recovery_status for row in rows}
+    finally:
+        engine.dispose()

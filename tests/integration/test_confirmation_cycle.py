@@ -139,3 +139,29 @@ def test_postgres_lets_only_the_recovery_columns_change(
             connection.execute(text("UPDATE reconciliation_audit SET status = 'SUCCESS'"))
     finally:
         engine.dispose()
+
+
+def test_a_bug_in_one_second_look_confirms_only_that_break(
+    repository: AuditRepository,
+) -> None:
+    """A venue client that raises something unexpected (a bug, not a venue error) on the
+    re-fetch: its break is confirmed with an internal error; the other break is judged on its
+    own re-fetch; the cycle written in the first look stays whole."""
+    buggy = ScriptedVenue({"BTC": Decimal("1.27")}, RuntimeError("a bug"))
+    timing = ScriptedVenue({"BTC": Decimal("1.27")}, {"BTC": Decimal("1.25")})
+    plans = [AccountPlan("buggy", "coinbase", buggy), AccountPlan("timing", "coinbase", timing)]
+    cycle = run_cycle(cycle_id="c3", plans=plans, context=context(repository, []))
+
+    reports = {r.account_id: r for r in cycle.reports}
+    buggy_recovery = reports["buggy"].recovery
+    assert buggy_recovery is not None
+    assert buggy_recovery.status is RecoveryStatus.FAILED
+    assert buggy_recovery.error is not None
+    assert buggy_recovery.error.kind.value == "unavailable"
+    assert buggy_recovery.error.message == "internal error (RuntimeError)"
+    timing_recovery = reports["timing"].recovery
+    assert timing_recovery is not None
+    assert timing_recovery.status is RecoveryStatus.SUCCESS
+    assert {r.account_id: r.recovery for r in repository.cycle_reports("c3")} == {
+        a: r.recovery for a, r in reports.items()
+    }

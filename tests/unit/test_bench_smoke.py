@@ -15,7 +15,7 @@ import pytest
 from bench import harness
 from bench.floor import EndpointLoad, FixedWindow, cycle_floor, scope_seconds
 from bench.report import FAIL, NOT_APPLICABLE, PASS, TARGETS, render_table
-from bench.run import execute, plan_runs
+from bench.run import EXTRA_WARMUP_MAX, execute, plan_runs, warmed_up
 from bench.scenarios import S2, generate
 
 
@@ -74,6 +74,7 @@ def test_smoke_run_completes_with_a_verdict_per_target() -> None:
     result = results[0]
     assert result.workers == 2
     assert len(result.walls) == 1
+    assert 1 <= result.warmups <= 1 + EXTRA_WARMUP_MAX
     assert result.correct, f"{result.wrong_reports} report(s) differ from the seeded findings"
     assert result.audit_seconds, "the workers' log gave no audit write time"
     table = render_table(results)
@@ -83,3 +84,16 @@ def test_smoke_run_completes_with_a_verdict_per_target() -> None:
     verdicts = [cell.strip() for cell in row.strip("|").split("|")][-len(TARGETS) :]
     assert set(verdicts) <= {PASS, FAIL, NOT_APPLICABLE}
     assert verdicts[0] == PASS  # "correct"
+
+
+def test_the_warm_up_lasts_until_every_worker_has_run_a_join() -> None:
+    """At least ``--warmup`` cycles; then until every worker has joined a cycle, or
+    EXTRA_WARMUP_MAX cycles more."""
+    assert not warmed_up(0, 1, joined=True)
+    assert not warmed_up(1, 2, joined=True)
+    assert warmed_up(1, 1, joined=True)
+    assert not warmed_up(1, 1, joined=False)
+    assert not warmed_up(EXTRA_WARMUP_MAX, 1, joined=False)
+    assert warmed_up(1 + EXTRA_WARMUP_MAX, 1, joined=False)
+    assert warmed_up(0, 0, joined=True)
+    assert not warmed_up(0, 0, joined=False)  # fresh workers: even --warmup 0 waits for a join
