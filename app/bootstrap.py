@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -207,6 +208,45 @@ def check_shared_budgets(roster: Roster) -> None:
             )
 
 
+def account_limit(account: AccountConfig, pacing: VenuePacing) -> RateLimit:
+    """The limit of ``account``'s budget: its venue's published one, or the account's own
+    tier (roster ``rate_limit``, in the venue's unit)."""
+    if account.rate_limit is None:
+        return pacing.limit
+    return RateLimit.in_requests(
+        pacing.limit.model,
+        per_second=account.rate_limit.per_second,
+        burst=account.rate_limit.burst,
+        cost=pacing.cost,
+    )
+
+
+def budget_pressures(accounts: Sequence[AccountConfig]) -> dict[str, float]:
+    """Account id → how much of its rate budget's burst one cycle of ``accounts`` needs: the
+    requests of its scope (every account at one ``base_url`` for a per-IP venue, its own for
+    a per-key one) ÷ the requests the budget lets go at once. 0 for an unpaced venue (ccxt).
+
+    The chord header starts the endpoints under most pressure first: their windows then open
+    earliest, so the confirming second look of an endpoint whose first look filled its
+    window waits least for the next one."""
+    shared: Counter[str] = Counter()
+    for account in accounts:
+        pacing = VENUE_PACING.get(account.exchange)
+        if pacing is not None and pacing.scope == "ip":
+            shared[ip_scope(account.exchange, base_url_of(account))] += 1
+    pressures: dict[str, float] = {}
+    for account in accounts:
+        pacing = VENUE_PACING.get(account.exchange)
+        if pacing is None:
+            pressures[account.id] = 0.0
+            continue
+        requests = (
+            shared[ip_scope(account.exchange, base_url_of(account))] if pacing.scope == "ip" else 1
+        )
+        pressures[account.id] = requests / account_limit(account, pacing).capacity
+    return pressures
+
+
 def pacer_for(
     account: AccountConfig, budget: RateBudget, api_key: str | None = None
 ) -> Pacer | None:
@@ -215,14 +255,7 @@ def pacer_for(
     pacing = VENUE_PACING.get(account.exchange)
     if pacing is None:
         return None
-    limit = pacing.limit
-    if account.rate_limit is not None:
-        limit = RateLimit.in_requests(
-            pacing.limit.model,
-            per_second=account.rate_limit.per_second,
-            burst=account.rate_limit.burst,
-            cost=pacing.cost,
-        )
+    limit = account_limit(account, pacing)
     base_url = base_url_of(account)
     if pacing.scope == "key":
         if api_key is None:
@@ -469,6 +502,7 @@ def build_runtime(
         budget = build_rate_budget(settings)
         if isinstance(budget, RedisRateBudget):
             resources.callback(budget.close)
+        pressures = budget_pressures(accounts)
         plans = tuple(
             AccountPlan(
                 account_id=account.id,
@@ -476,6 +510,7 @@ def build_runtime(
                 client=build_venue_client(account, roster, settings, http, environ, budget=budget),
                 asset_map=account.asset_map,
                 base_url=base_url_of(account),
+                budget_pressure=pressures[account.id],
             )
             for account in accounts
         )

@@ -53,6 +53,9 @@ class AccountPlan:
     #: ``scheme://host[:port]`` the client talks to: with the venue, the scope that
     #: accounts share (a venue endpoint, and for IP-limited venues one rate budget).
     base_url: str = ""
+    #: How much of its rate budget's burst a cycle needs (``bootstrap.budget_pressures``):
+    #: the endpoints under most pressure are fetched first.
+    budget_pressure: float = 0.0
 
 
 CycleObserver = Callable[["Cycle"], None]

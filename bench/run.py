@@ -5,8 +5,8 @@ endpoint on loopback; the machine's Redis (an empty database, flushed between ru
 end) and PostgreSQL (a throwaway ``recon_bench_<hex>``, migrated, dropped at the end); N Celery
 worker processes (``--pool threads --concurrency C``; the naive baseline on the default prefork
 pool). After ``--warmup`` unmeasured cycles (the workers build their adapters on the first
-task) — more, up to 4, until every worker has run a cycle's join —, ``--cycles`` cycles are
-measured, each from ``send_task("recon.reconcile_all")`` to its
+task) — for recon's runs more, up to 4, until every worker has run a cycle's join —,
+``--cycles`` cycles are measured, each from ``send_task("recon.reconcile_all")`` to its
 result, which the join returns once the audit rows are committed. Each cycle's reports are
 checked against the seeded findings, and the audit table must have gained one row per account
 and cycle. Between the cycles of a rate-limited scenario the bench waits out the longest limit
@@ -214,7 +214,9 @@ def _measure(
         while number < warmups + cycles or not before:
             if number > 0 and gap > 0:
                 time.sleep(gap)
-            if not before and warmed_up(number, warmup, joined=workers.all_have_joined()):
+            # The naive baseline's RSS is not judged: its warm-up is --warmup, no more.
+            joined = run.baseline or workers.all_have_joined()
+            if not before and warmed_up(number, warmup, joined=joined):
                 before = workers.rss_kb()
                 warmups = number
             workers_cpu = workers.cpu_seconds()

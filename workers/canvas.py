@@ -18,14 +18,18 @@ ResultShape = Literal["cycle", "report", "reports"]
 def venue_groups(plans: Sequence[AccountPlan], batch_size: int) -> list[list[str]]:
     """Account ids grouped by venue endpoint (exchange and base URL), each group cut into
     batches of at most ``batch_size``: one chord header task per batch, whose accounts are
-    fetched concurrently inside the task. Stable order."""
+    fetched concurrently inside the task. The endpoints under most rate-budget pressure come
+    first (they are published, so started, first), then by exchange and base URL."""
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    pressure: dict[tuple[str, str], float] = defaultdict(float)
     for plan in plans:
-        groups[(plan.exchange, plan.base_url)].append(plan.account_id)
+        key = (plan.exchange, plan.base_url)
+        groups[key].append(plan.account_id)
+        pressure[key] = max(pressure[key], plan.budget_pressure)
     batches: list[list[str]] = []
-    for key in sorted(groups):
+    for key in sorted(groups, key=lambda k: (-pressure[k], k)):
         ids = sorted(groups[key])
         batches.extend(ids[i : i + batch_size] for i in range(0, len(ids), batch_size))
     return batches

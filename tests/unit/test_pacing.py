@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.bootstrap import VENUE_PACING, binance_weight_limit, check_shared_budgets, pacer_for
+from app.bootstrap import (
+    VENUE_PACING,
+    binance_weight_limit,
+    budget_pressures,
+    check_shared_budgets,
+    pacer_for,
+)
 from infra.config import ConfigError, Roster, load_roster, load_settings
 from infra.config.roster import AccountConfig
 from infra.config.roster import RateLimit as AccountRateLimit
@@ -216,3 +222,31 @@ def test_binances_weight_guard_follows_the_accounts_tier() -> None:
         id="b", exchange="binance", rate_limit=AccountRateLimit(per_second=Decimal("0.1"), burst=20)
     )
     assert binance_weight_limit(tiny) == 20
+
+
+def test_budget_pressure_is_a_cycles_requests_over_the_budgets_burst() -> None:
+    """A per-IP venue counts every account at its base_url; a per-key one its own request;
+    an account's tier replaces the published burst; ccxt venues are not paced (0)."""
+    dydx = [
+        AccountConfig(id=f"d{i}", exchange="dydx", base_url="http://h:2", address="dydx1abc")
+        for i in range(4)
+    ]
+    lone_dydx = AccountConfig(id="e", exchange="dydx", base_url="http://h:9", address="dydx1x")
+    binance = [AccountConfig(id=f"b{i}", exchange="binance", base_url="http://h:3") for i in (1, 2)]
+    coinbase = AccountConfig(id="c", exchange="coinbase", base_url="http://h:1")
+    kraken = AccountConfig(
+        id="k",
+        exchange="kraken",
+        rate_limit=AccountRateLimit(per_second=Decimal("1"), burst=20),
+    )
+    other = AccountConfig(id="x", exchange="ccxt:okx")
+    pressures = budget_pressures([*dydx, lone_dydx, *binance, coinbase, kraken, other])
+    assert pressures == {
+        **dict.fromkeys(["d0", "d1", "d2", "d3"], 4 / 100),
+        "e": 1 / 100,
+        "b1": 2 / 300,  # 6,000 weight a minute, 20 a call: a burst of 300 calls
+        "b2": 2 / 300,
+        "c": 1 / 30,
+        "k": 1 / 20,
+        "x": 0.0,
+    }

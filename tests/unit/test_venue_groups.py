@@ -15,8 +15,12 @@ class NoClient:
         raise AssertionError("not called")
 
 
-def plan(account_id: str, exchange: str, base_url: str = "http://v") -> AccountPlan:
-    return AccountPlan(account_id, exchange, NoClient(), base_url=base_url)
+def plan(
+    account_id: str, exchange: str, base_url: str = "http://v", pressure: float = 0.0
+) -> AccountPlan:
+    return AccountPlan(
+        account_id, exchange, NoClient(), base_url=base_url, budget_pressure=pressure
+    )
 
 
 def test_one_batch_per_venue_endpoint() -> None:
@@ -37,3 +41,19 @@ def test_batch_size_must_be_positive() -> None:
     """A zero batch size is a programming error."""
     with pytest.raises(ValueError):
         venue_groups([plan("a", "dydx")], 0)
+
+
+def test_the_endpoints_under_most_budget_pressure_come_first() -> None:
+    """The endpoint whose cycle needs most of its rate budget is started first (its window
+    opens earliest); equal pressures keep the exchange and base URL order."""
+    plans = [
+        plan("a", "coinbase", pressure=1 / 30),
+        plan("k", "kraken", pressure=1 / 15),
+        plan("b1", "binance", "http://b", pressure=100 / 300),
+        plan("b2", "binance", "http://b", pressure=100 / 300),
+        plan("d1", "dydx", "http://d", pressure=1.0),
+        plan("d2", "dydx", "http://d", pressure=1.0),
+        plan("d3", "dydx", "http://d", pressure=1.0),
+        plan("z", "binance", "http://c", pressure=100 / 300),
+    ]
+    assert venue_groups(plans, 2) == [["d1", "d2"], ["d3"], ["b1", "b2"], ["z"], ["k"], ["a"]]
