@@ -228,7 +228,9 @@ def budget_pressures(accounts: Sequence[AccountConfig]) -> dict[str, float]:
 
     The chord header starts the endpoints under most pressure first: their windows then open
     earliest, so the confirming second look of an endpoint whose first look filled its
-    window waits least for the next one."""
+    window waits least for the next one. An estimate, for that order only: one request per
+    account (a paginated venue may need more), accounts of a per-key venue counted apart
+    even when they share a key."""
     shared: Counter[str] = Counter()
     for account in accounts:
         pacing = VENUE_PACING.get(account.exchange)

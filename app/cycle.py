@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -109,13 +109,29 @@ def fetch_venue(plan: AccountPlan, retry: RetryPolicy) -> VenueOutcome:
     return to_book_codes(balances, plan.asset_map)
 
 
+def crash_trace(error: BaseException) -> str:
+    """A bug's type and where it happened, for a log line: never its message, which might
+    quote a balance (a parsing bug's ValueError) or a secret."""
+    frames = "".join(traceback.format_tb(error.__traceback__)).rstrip()
+    return f"{type(error).__name__}\n{frames}"
+
+
+def _log_crash(plan: AccountPlan, error: BaseException) -> None:
+    log.error(
+        "venue fetch crashed: account=%s exchange=%s error=%s",
+        plan.account_id,
+        plan.exchange,
+        crash_trace(error),
+    )
+
+
 def _fetch_guarded(plan: AccountPlan, retry: RetryPolicy) -> VenueOutcome:
     """:func:`fetch_venue`, a bug included: it becomes the account's error, so one client's
     bug never sinks the other accounts or the cycle."""
     try:
         return fetch_venue(plan, retry)
-    except Exception as error:
-        log.exception("venue fetch crashed: account=%s exchange=%s", plan.account_id, plan.exchange)
+    except Exception as error:  # noqa: BLE001 - logged (without its message) by _log_crash
+        _log_crash(plan, error)
         return internal_error(error)
 
 
@@ -231,7 +247,13 @@ def compare_and_report(
         outcomes=outcomes,
         context=context,
     )
-    context.audit.record_cycle(reports)
+    written = context.audit.record_cycle(reports)
+    if written < len(reports):
+        # A resumed cycle (a redelivered or retried join): its rows were written before, and
+        # they are the cycle's facts, whatever this second comparison found (the book may
+        # have changed meanwhile). The confirmation and the result go by them.
+        recorded = {r.account_id: r for r in context.audit.cycle_reports(cycle_id)}
+        reports = [recorded.get(r.account_id, r) for r in reports]
     cycle = Cycle(cycle_id, started_at, context.clock(), tuple(reports))
     log.info(
         "cycle finished: cycle=%s accounts=%d status=%s",
@@ -249,7 +271,8 @@ AttemptResult = Mapping[str, Decimal] | SourceError
 def fetch_attempt(
     plans: Sequence[AccountPlan], *, pool: Executor | None = None, max_concurrency: int = 32
 ) -> dict[str, AttemptResult]:
-    """One attempt per account, concurrently: balances in book codes, or the venue's error.
+    """One attempt per account, concurrently: balances in book codes, or the venue's error
+    (a bug: a permanent error naming only its type).
 
     The Celery header calls this once per (re)try, so retrying stays Celery's single layer.
     ``pool`` is the process's shared fetch pool: however many header tasks run at once, the
@@ -264,6 +287,10 @@ def fetch_attempt(
             return to_book_codes(plan.client.fetch_balances(), plan.asset_map)
         except SourceError as error:
             return error
+        except Exception as error:  # noqa: BLE001 - a bug: this account's error, logged
+            _log_crash(plan, error)
+            crash = internal_error(error)
+            return SourceError(crash.message, crash.kind)
 
     if pool is not None:
         results = list(pool.map(attempt, plans))
@@ -279,19 +306,13 @@ def fetch_all(
     *,
     max_concurrency: int = 32,
     on_fetched: ProgressCallback | None = None,
-    pool: Executor | None = None,
 ) -> dict[str, VenueOutcome]:
     """Fetch every account concurrently (threads over the shared HTTP clients), each with its
-    retries, a bug being that account's error; on ``pool`` when given (a worker's shared
-    fetch pool), else on threads of its own."""
+    retries, a bug being that account's error."""
     if not plans:
         return {}
     outcomes: dict[str, VenueOutcome] = {}
-    with ExitStack() as own:
-        if pool is None:
-            pool = own.enter_context(
-                ThreadPoolExecutor(max_workers=min(max_concurrency, len(plans)))
-            )
+    with ThreadPoolExecutor(max_workers=min(max_concurrency, len(plans))) as pool:
         futures = {pool.submit(_fetch_guarded, plan, retry): plan for plan in plans}
         for future in as_completed(futures):
             plan = futures[future]
@@ -339,15 +360,15 @@ def confirm_in_process(
     plans: Sequence[AccountPlan],
     context: CycleContext,
     max_concurrency: int = 32,
-    pool: Executor | None = None,
 ) -> Cycle:
-    """The second look in this process, once the confirm delay has passed: re-fetch the
-    cycle's flagged accounts (each with its retries), judge their breaks again and record the
-    verdicts (:func:`confirm_breaks`). A bug while re-fetching an account is its error, which
-    confirms its break: the written cycle is never lost to it."""
+    """The second look in this process (``recon reconcile``), once the confirm delay has
+    passed: re-fetch the cycle's flagged accounts, each with its retries, judge their breaks
+    again and record the verdicts (:func:`confirm_breaks`). A bug while re-fetching an
+    account is its error, which confirms its break: the written cycle is never lost to it."""
     flagged = flagged_accounts(cycle)
     if not flagged:
         return cycle
-    again = [plan for plan in plans if plan.account_id in set(flagged)]
-    outcomes = fetch_all(again, context.retry, max_concurrency=max_concurrency, pool=pool)
+    wanted = set(flagged)
+    again = [plan for plan in plans if plan.account_id in wanted]
+    outcomes = fetch_all(again, context.retry, max_concurrency=max_concurrency)
     return confirm_breaks(cycle=cycle, plans=plans, outcomes=outcomes, context=context)

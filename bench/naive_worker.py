@@ -1,7 +1,8 @@
 """The Celery app of the naive baseline's workers: :mod:`bench.worker` with recon's pacing
 taken out, so that the baseline is the design recon improves on: one task per account (the
-bench sets ``RECONCILIATION_FETCH_BATCH_SIZE=1``) on the default prefork pool, every request
-sent as soon as a worker gets to it, 429s and their Retry-After left to the retries.
+bench sets ``RECONCILIATION_FETCH_BATCH_SIZE=1``), the confirming second look as well (a
+second chord, never the join's own fetches), on the default prefork pool, every request sent
+as soon as a worker gets to it, 429s and their Retry-After left to the retries.
 
 Started as ``celery -A bench.naive_worker worker --pool prefork`` (see :mod:`bench.run`).
 """
@@ -12,6 +13,7 @@ from app import bootstrap
 from bench.worker import app
 from infra.config import Settings
 from infra.venues.pacing import RateLimit
+from workers import tasks
 
 
 class NoPacing:
@@ -28,5 +30,7 @@ def _no_pacing(settings: Settings) -> NoPacing:
 # The composition root builds every adapter when the worker's first task needs them (nothing at
 # import time), so replacing its budget factory here reaches every venue client of the process.
 bootstrap.build_rate_budget = _no_pacing
+# The second look too is one task per account (a second chord), not the join's own fetches.
+tasks.CONFIRM_IN_JOIN = False
 
 __all__ = ["app"]

@@ -9,6 +9,7 @@ baseline row is the yardstick, not a candidate: its target cells read ``-``.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -158,9 +159,15 @@ def _encode_ms(result: RunResult) -> float:
     return statistics.median(result.encode_seconds) * 1000 if result.encode_seconds else 0.0
 
 
+def _speedup(result: RunResult) -> str:
+    speedup, cap = result.speedup, result.speedup_cap
+    if speedup is None:
+        return NOT_APPLICABLE
+    return f"{speedup:.1f}×" + ("" if math.isnan(cap) else f" (≤{cap:.1f}×)")
+
+
 def _row(result: RunResult) -> list[str]:
     audit = result.audit_ms
-    speedup = result.speedup
     walls = ", ".join(f"{w:.2f}" for w in result.walls)
     return [
         result.label,
@@ -175,7 +182,7 @@ def _row(result: RunResult) -> list[str]:
         str(result.throttled),
         NOT_APPLICABLE if audit is None else f"{audit:.1f} (+{_encode_ms(result):.1f})",
         f"{result.rss_growth_mb_per_cycle:+.2f} (after {result.warmups})",
-        NOT_APPLICABLE if speedup is None else f"{speedup:.1f}× (≤{result.speedup_cap:.1f}×)",
+        _speedup(result),
         *result.verdicts().values(),
     ]
 

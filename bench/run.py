@@ -215,8 +215,9 @@ def _measure(
             if number > 0 and gap > 0:
                 time.sleep(gap)
             # The naive baseline's RSS is not judged: its warm-up is --warmup, no more.
-            joined = run.baseline or workers.all_have_joined()
-            if not before and warmed_up(number, warmup, joined=joined):
+            if not before and warmed_up(
+                number, warmup, joined=run.baseline or workers.all_have_joined()
+            ):
                 before = workers.rss_kb()
                 warmups = number
             workers_cpu = workers.cpu_seconds()
@@ -414,8 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             render_table(results),
             "",
             f"command: python -m bench {' '.join(argv if argv is not None else sys.argv[1:])}",
-            f"{machine_summary()}; {args.cycles} measured cycle(s) after at least "
-            f"{args.warmup} warm-up cycle(s), and until every worker had run a join",
+            f"{machine_summary()}; {args.cycles} measured cycle(s) after the warm-up cycles"
+            f" in the RSS column (--warmup {args.warmup})",
         ]
     )
     sys.stdout.write(text + "\n")

@@ -80,15 +80,19 @@ def confirm_chord(
     shape: ResultShape,
     batch_size: int,
     delay: float,
+    retries_done: int = 0,
 ) -> Signature:
     """``chord([fetch_venue(flagged group) after delay …], confirm_breaks(…))``: the second
-    look at a cycle's WARNING-or-worse breaks (``plans``: the flagged accounts)."""
+    look at a cycle's WARNING-or-worse breaks (``plans``: the flagged accounts). With
+    ``retries_done``, the header tasks start as that many retries of an attempt already made
+    (the join's), so the accounts get no more attempts than the retry policy allows."""
     header = [
         app.signature(
             "recon.fetch_venue",
             kwargs={"cycle_id": cycle_id, "account_ids": group},
             immutable=True,
             countdown=delay,
+            retries=retries_done,
         )
         for group in venue_groups(plans, batch_size)
     ]

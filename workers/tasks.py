@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -16,7 +17,7 @@ from celery.utils.log import get_task_logger
 from app import bootstrap
 from app.cycle import (
     VenueOutcome,
-    confirm_in_process,
+    crash_trace,
     fetch_attempt,
     flagged_accounts,
     internal_error,
@@ -48,6 +49,9 @@ AUDIT_MAX_RETRIES: Final = 60
 #: Results hold balances: their text in task events (what Flower shows) is cut to nothing;
 #: callers read the whole result from the result backend.
 RESULT_REPR_SIZE: Final = 0
+#: Whether a join whose confirm delay has passed looks at its breaks again itself (else
+#: always by a second chord, one header task per venue batch: the bench's naive baseline).
+CONFIRM_IN_JOIN: bool = True
 #: Namespace of the join ids of ticked cycles (see :func:`join_id`).
 JOIN_NAMESPACE: Final = uuid.UUID("0e3b9f55-93c5-4f0e-8b7f-2c1d6a4e9b21")
 
@@ -246,8 +250,8 @@ def fetch_venue(
     pending = [a for a in account_ids if a not in outcomes]
     try:
         results = fetch_attempt(runtime.plans_for(pending), pool=runtime.context.fetch_pool)
-    except Exception as error:  # a bug must not sink the chord: record it per account
-        log.exception("venue fetch crashed: cycle=%s", cycle_id)
+    except Exception as error:  # noqa: BLE001 - a bug must not sink the chord: per account
+        log.error("venue fetch crashed: cycle=%s error=%s", cycle_id, crash_trace(error))
         crash = internal_error(error)
         results = {a: SourceError(crash.message, crash.kind) for a in pending}
     retry_number = self.request.retries + 1
@@ -329,35 +333,96 @@ def compare_and_report(
     except AuditStoreError as error:
         raise _retry_audit(self, cycle_id, error) from None
     flagged = flagged_accounts(cycle)
-    delay = runtime.context.confirm_delay
-    if flagged and delay > time.monotonic() - joined_at:
-        # The second look, after the confirm delay: the caller's AsyncResult receives its
-        # result (the cycle with its confirmations), and no worker waits through the delay.
-        raise self.replace(
-            confirm_chord(
-                cycle_id=cycle_id,
-                started_at=started_at,
-                plans=runtime.plans_for(flagged),
-                account_ids=account_ids,
-                skipped=skipped,
-                shape=shape,
-                batch_size=runtime.configuration.settings.fetch_batch_size,
-                delay=delay,
-            )
-        )
-    if flagged:
-        # The delay has passed already (the first fetches ended before this join began):
-        # the second look runs here, saving a chord's round trip and reading nothing back.
-        try:
-            cycle = confirm_in_process(
-                cycle=cycle,
-                plans=runtime.plans_for(account_ids),
-                context=runtime.context,
-                pool=runtime.context.fetch_pool,
-            )
-        except AuditStoreError as error:
-            raise _retry_audit(self, cycle_id, error) from None
+    if not flagged:
+        return _finish(runtime, cycle, account_ids, skipped, shape)
+    # The second look, at least the confirm delay after the first fetches ended (they ended
+    # before this join began). A delay still to run: a second chord after it, so no worker
+    # waits through the delay; none left: one attempt per account here, saving a chord's
+    # round trip, and a second chord only for the accounts whose attempt must be retried.
+    # Either way the caller's AsyncResult receives the cycle with its confirmations.
+    join = _JoinArguments(cycle_id, started_at, account_ids, skipped, shape)
+    remaining = runtime.context.confirm_delay - (time.monotonic() - joined_at)
+    if remaining > 0 or not CONFIRM_IN_JOIN:
+        raise self.replace(_confirm_chord(runtime, join, flagged, max(0.0, remaining)))
+    try:
+        cycle, retry_in = _confirm_here(runtime, cycle, flagged)
+    except AuditStoreError as error:
+        raise _retry_audit(self, cycle_id, error) from None
+    if retry_in:
+        # The attempt here was the first: the chord's fetches are its retries.
+        pending = sorted(retry_in)
+        countdown = max(retry_in.values())
+        raise self.replace(_confirm_chord(runtime, join, pending, countdown, retries_done=1))
     return _finish(runtime, cycle, account_ids, skipped, shape)
+
+
+def _confirm_here(
+    runtime: WorkerRuntime, cycle: Cycle, flagged: Sequence[str]
+) -> tuple[Cycle, dict[str, float]]:
+    """One attempt per flagged account on the process's fetch threads (no retry sleeps here:
+    a join must end well within the broker's redelivery time). The verdicts of the accounts
+    whose attempt settled it (balances, or a permanent error) are recorded; the others are
+    returned with their wait before the first retry."""
+    context = runtime.context
+    results = fetch_attempt(runtime.plans_for(flagged), pool=context.fetch_pool)
+    outcomes: dict[str, VenueOutcome] = {}
+    retry_in: dict[str, float] = {}
+    for account_id, result in results.items():
+        if not isinstance(result, SourceError):
+            outcomes[account_id] = result
+            continue
+        delay = context.retry.delay_before_retry(1, result)
+        log.warning(
+            "confirming re-fetch failed: cycle=%s account=%s attempt=1 kind=%s error=%s%s",
+            cycle.cycle_id,
+            account_id,
+            result.kind.value,
+            result.message,
+            "" if delay is None else f" retry_in_s={delay:.3f}",
+        )
+        if delay is None:
+            outcomes[account_id] = result.to_fetch_error()
+        else:
+            retry_in[account_id] = delay
+    cycle = confirm_accounts(
+        cycle=cycle, plans=runtime.plans_for(sorted(outcomes)), outcomes=outcomes, context=context
+    )
+    return cycle, retry_in
+
+
+@dataclass(frozen=True, slots=True)
+class _JoinArguments:
+    """What a join was called with, for the second chord it may be replaced by."""
+
+    cycle_id: str
+    started_at: str
+    account_ids: list[str]
+    skipped: list[str]
+    shape: ResultShape
+
+
+def _confirm_chord(
+    runtime: WorkerRuntime,
+    join: _JoinArguments,
+    accounts: Sequence[str],
+    delay: float,
+    *,
+    retries_done: int = 0,
+) -> Signature:
+    """The second chord: ``accounts`` fetched again after ``delay``, joined by
+    ``recon.confirm_breaks``; ``retries_done`` attempts already made count against their
+    retries."""
+    return confirm_chord(
+        cycle_id=join.cycle_id,
+        started_at=join.started_at,
+        plans=runtime.plans_for(accounts),
+        account_ids=join.account_ids,
+        skipped=join.skipped,
+        shape=join.shape,
+        batch_size=runtime.configuration.settings.fetch_batch_size,
+        delay=delay,
+        retries_done=retries_done,
+    )
 
 
 @app.task(

@@ -57,7 +57,9 @@ applies to (``-1`` or ``"always"``: every request). Per kind: ``status_5xx`` tak
 (500–599, default 503) and ``variant`` (``json`` | ``html``); ``rate_limit`` takes
 ``retry_after_ms`` (default 1000; sent in the venue's unit) and ``variant``; ``timeout`` takes
 ``seconds`` (default 30: longer than any client timeout); ``malformed`` takes ``variant``
-(``html`` | ``truncated`` | ``bad_amount`` | ``negative``); ``auth`` and ``reset`` take nothing.
+(``html`` | ``truncated`` | ``bad_amount`` | ``negative``); ``auth`` and ``reset`` take nothing;
+``none`` serves its requests normally (``[{kind = "none", times = 1}, {kind = "reset", times =
+1}]``: the first request answers, the second is reset).
 
 Venue account types are registered in :data:`ACCOUNT_PARSERS`; a new venue adds its account
 dataclass and parser there and its routes in :mod:`infra.sandbox.app`.
@@ -124,6 +126,8 @@ class FaultKind(enum.StrEnum):
     MALFORMED = "malformed"
     AUTH = "auth"
     RESET = "reset"
+    #: Served normally: a rule that lets requests through before the next rule's fault.
+    NONE = "none"
 
 
 #: Body variants each kind accepts; the first is the default.
@@ -142,6 +146,7 @@ _FAULT_FIELDS: Final[Mapping[FaultKind, frozenset[str]]] = MappingProxyType(
         FaultKind.MALFORMED: frozenset({"variant"}),
         FaultKind.AUTH: frozenset(),
         FaultKind.RESET: frozenset(),
+        FaultKind.NONE: frozenset(),
     }
 )
 

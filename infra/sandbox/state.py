@@ -25,7 +25,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from infra.sandbox.scenario import Fault, RateLimit, Scenario, VenueAccount
+from infra.sandbox.scenario import Fault, FaultKind, RateLimit, Scenario, VenueAccount
 
 #: ASGI scope key under which :class:`TransportCapture` leaves the connection's transport.
 TRANSPORT_SCOPE_KEY: Final = "recon.sandbox.transport"
@@ -46,15 +46,16 @@ class FaultSchedule:
         self._remaining = [f.times for f in self._faults]
 
     def take(self) -> Fault | None:
-        """The first rule with requests left (consuming one), or None: serve normally."""
+        """The first rule with requests left (consuming one), or None: serve normally (no
+        rule left, or a ``none`` rule)."""
         with self._lock:
             for index, fault in enumerate(self._faults):
                 left = self._remaining[index]
-                if left is None:
-                    return fault
-                if left > 0:
+                if left is not None and left <= 0:
+                    continue
+                if left is not None:
                     self._remaining[index] = left - 1
-                    return fault
+                return None if fault.kind is FaultKind.NONE else fault
             return None
 
     def reset(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from app.cycle import AccountPlan, CycleContext, run_cycle
+from app.cycle import AccountPlan, CycleContext, compare_and_report, run_cycle
 from domain.confirmation import confirmed_cycle_status
 from domain.policy import Policy, PriceTable
 from domain.report import RecoveryStatus, Status
@@ -165,3 +166,42 @@ def test_a_bug_in_one_second_look_confirms_only_that_break(
     assert {r.account_id: r.recovery for r in repository.cycle_reports("c3")} == {
         a: r.recovery for a, r in reports.items()
     }
+
+
+class ChangingBook:
+    """A book whose BTC figure the test changes between two comparisons."""
+
+    def __init__(self, btc: str) -> None:
+        self.btc = Decimal(btc)
+
+    def balances(self, account_id: str) -> dict[str, Decimal]:
+        return {"BTC": self.btc}
+
+
+def test_a_resumed_cycle_goes_by_its_recorded_rows(repository: AuditRepository) -> None:
+    """A join that runs again for a cycle already written (redelivered, or retried after a
+    failed confirmation write) compares afresh, but its cycle is the recorded one: the book
+    changed meanwhile (the break gone) and still the WARNING row is what gets confirmed and
+    returned."""
+    book = ChangingBook("1.25")
+    ctx = replace(context(repository, []), book=book)
+    venue = ScriptedVenue({"BTC": Decimal("1.27")})
+    plans = [AccountPlan("acct", "coinbase", venue)]
+    first = compare_and_report(
+        cycle_id="c4",
+        started_at=datetime.now(UTC),
+        plans=plans,
+        outcomes={"acct": {"BTC": Decimal("1.27")}},
+        context=ctx,
+    )
+    assert first.reports[0].status is Status.WARNING
+    book.btc = Decimal("1.27")  # the book caught up: a fresh comparison finds nothing
+    again = compare_and_report(
+        cycle_id="c4",
+        started_at=datetime.now(UTC),
+        plans=plans,
+        outcomes={"acct": {"BTC": Decimal("1.27")}},
+        context=ctx,
+    )
+    assert again.reports == first.reports  # the recorded facts, not the fresh comparison
+    assert [r.account_id for r in repository.cycle_reports("c4")] == ["acct"]  # one row

@@ -25,6 +25,7 @@ from tests.integration.workers_harness import (  # noqa: F401  (fixtures)
     audit_database_fixture,
     audit_rows,
     process_environment,
+    recovery_columns,
     redis_database_fixture,
     redis_url_fixture,
     wait_for,
@@ -193,6 +194,53 @@ def test_a_venue_failing_every_retry_is_an_error_report_beside_the_others(
     assert rows["cb-desk2"]["error_json"]["kind"] == "unavailable"
     assert all(rows[a]["status"] == "SUCCESS" for a in ACCOUNTS if a != "cb-desk2")
     assert {row["cycle_id"] for row in rows.values()} == {result.id}
+
+
+@pytest.mark.parametrize(
+    ("retry_count", "resets", "error_kind"),
+    [
+        # The chord's fetch (retry 1 of 3) gets the venue's answer.
+        ("3", 1, None),
+        # One retry allowed: the chord's fetch is that retry, fails too, and is the last.
+        ("1", 2, "unavailable"),
+    ],
+    ids=["the-retry-succeeds", "the-retries-are-spent"],
+)
+def test_a_second_look_that_fails_in_the_join_is_retried_by_a_second_chord(
+    desk: Desk,
+    tmp_path: Path,
+    audit_database: str,
+    redis_url: str,
+    retry_count: str,
+    resets: int,
+    error_kind: str | None,
+) -> None:
+    """With no confirm delay the join looks again itself, one attempt per flagged account;
+    an attempt that fails transiently (a reset connection) is retried by a second chord,
+    whose fetch counts as the first retry: three requests in all, the break confirmed, on the
+    venue's answer or with the error that spent the retries, in the report and the row."""
+    book = {**BOOK, "dx-1": {"USDC": "900"}}  # the venue holds 1001: an ERROR break
+    rules = [fault("none", 1), fault("reset", resets)]
+    server = desk.start(*venues(faults={"dx-1": rules}), book=book)
+    with stack_for(
+        desk, tmp_path, audit_database, redis_url, RECONCILIATION_RETRY_COUNT=retry_count
+    ) as stack:
+        (worker,) = stack.workers("w1")
+        result = stack.client.send_task("recon.reconcile_all")
+        cycle = result_of(result)
+        logs = worker.log()
+
+    reports = reports_by_account(cycle["reports"])
+    broken = reports["dx-1"]
+    assert broken["status"] == "ERROR"
+    assert broken["recovery"]["status"] == "FAILED"
+    assert (broken["recovery"].get("error") or {}).get("kind") == error_kind
+    assert all(reports[a]["recovery"] is None for a in ACCOUNTS if a != "dx-1")
+    assert server.request_count("dx-1") == 3  # first look, the join's attempt, the retry
+    assert f"confirming re-fetch failed: cycle={result.id} account=dx-1 attempt=1" in logs
+    assert ("account=dx-1 attempt=2 kind=unavailable" in logs) is (error_kind is not None)
+    assert worker.count("Task recon.confirm_breaks[") == 2  # received, succeeded
+    assert recovery_columns(audit_database) == {"dx-1": "FAILED"}
 
 
 def test_overlapping_cycles_never_reconcile_an_account_twice(

@@ -117,6 +117,22 @@ def audit_database_fixture(postgres_url: Callable[[], str]) -> str:
     return url
 
 
+def recovery_columns(database_url: str) -> dict[str, str]:
+    """``account_id → recovery_status`` of the audit rows whose break was looked at again."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text(
+                    "SELECT account_id, recovery_status FROM reconciliation_audit"
+                    " WHERE recovery_attempted"
+                )
+            )
+            return {row.account_id: row.recovery_status for row in rows}
+    finally:
+        engine.dispose()
+
+
 def audit_rows(database_url: str) -> list[dict[str, Any]]:
     """Every audit row (account, cycle, report id, venue, status, error), oldest first."""
     engine = create_engine(database_url)

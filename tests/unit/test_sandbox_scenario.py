@@ -286,6 +286,17 @@ def test_fault_schedule_consumes_rules_in_order_then_passes():
     assert schedule.take() is first
 
 
+def test_a_none_rule_serves_its_requests_before_the_next_rules_fault():
+    """kind none: the first request is served normally, the second reset, then all served."""
+    through = Fault(FaultKind.NONE, times=1)
+    reset = Fault(FaultKind.RESET, times=1)
+    schedule = FaultSchedule([through, reset])
+    assert [schedule.take() for _ in range(3)] == [None, reset, None]
+    rules = [{"kind": "none", "times": 1}, {"kind": "reset", "times": 1}]
+    parsed = parse(dydx(faults=rules))
+    assert [f.kind for f in parsed.accounts[0].faults] == [FaultKind.NONE, FaultKind.RESET]
+
+
 def test_fault_schedule_always_rule_never_runs_out():
     """A rule with times None applies to every request."""
     always = Fault(FaultKind.RESET, times=None)
