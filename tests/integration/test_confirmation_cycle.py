@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -12,10 +13,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from app.cycle import AccountPlan, CycleContext, compare_and_report, run_cycle
+from app.cycle import AccountPlan, CycleContext, compare_and_report, fetch_attempt, run_cycle
 from domain.confirmation import confirmed_cycle_status
 from domain.policy import Policy, PriceTable
-from domain.report import RecoveryStatus, Status
+from domain.report import ErrorKind, RecoveryStatus, SourceError, Status
 from infra.db.engine import create_audit_engine
 from infra.db.migrate import ensure_schema, upgrade
 from infra.db.repository import AuditRepository
@@ -205,3 +206,25 @@ def test_a_resumed_cycle_goes_by_its_recorded_rows(repository: AuditRepository) 
     )
     assert again.reports == first.reports  # the recorded facts, not the fresh comparison
     assert [r.account_id for r in repository.cycle_reports("c4")] == ["acct"]  # one row
+
+
+def test_a_bug_in_one_fetch_attempt_is_that_accounts_error_and_logs_no_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The workers' single attempt (fetch_attempt): a client raising something unexpected is
+    that account's permanent error; its neighbour's balances come back; the log line names
+    the exception's type and where it happened, never its message (it could quote a
+    balance)."""
+    buggy = ScriptedVenue(ValueError("bad amount 123.45 in field"))
+    fine = ScriptedVenue({"BTC": Decimal("1.25")})
+    plans = [AccountPlan("buggy", "coinbase", buggy), AccountPlan("fine", "coinbase", fine)]
+    with caplog.at_level(logging.ERROR, logger="app.cycle"):
+        results = fetch_attempt(plans)
+
+    assert results["fine"] == {"BTC": Decimal("1.25")}
+    error = results["buggy"]
+    assert isinstance(error, SourceError)
+    assert (error.kind, str(error)) == (ErrorKind.UNAVAILABLE, "internal error (ValueError)")
+    assert "venue fetch crashed: account=buggy exchange=coinbase error=ValueError" in caplog.text
+    assert "fetch_balances" in caplog.text  # the frames, for whoever fixes it
+    assert "123.45" not in caplog.text
