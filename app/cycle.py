@@ -300,6 +300,42 @@ def fetch_attempt(
     return {plan.account_id: result for plan, result in zip(plans, results, strict=True)}
 
 
+def settle_attempt(
+    results: Mapping[str, AttemptResult],
+    retry: RetryPolicy,
+    *,
+    attempt: int,
+    cycle_id: str,
+    what: str = "venue fetch",
+) -> tuple[dict[str, VenueOutcome], dict[str, float]]:
+    """Sort one attempt's ``results`` (attempt number ``attempt``) on the retry policy: the
+    outcomes it settled (balances, or the error that ends an account's retries) and the
+    accounts to try again, each with its wait. Every failure is logged (``what`` names the
+    fetch), never with an amount."""
+    settled: dict[str, VenueOutcome] = {}
+    retry_in: dict[str, float] = {}
+    for account_id, result in results.items():
+        if not isinstance(result, SourceError):
+            settled[account_id] = result
+            continue
+        delay = retry.delay_before_retry(attempt, result)
+        log.warning(
+            "%s failed: cycle=%s account=%s attempt=%d kind=%s error=%s%s",
+            what,
+            cycle_id,
+            account_id,
+            attempt,
+            result.kind.value,
+            result.message,
+            "" if delay is None else f" retry_in_s={delay:.3f}",
+        )
+        if delay is None:
+            settled[account_id] = result.to_fetch_error()
+        else:
+            retry_in[account_id] = delay
+    return settled, retry_in
+
+
 def fetch_all(
     plans: Sequence[AccountPlan],
     retry: RetryPolicy,

@@ -18,9 +18,11 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -355,3 +357,50 @@ def desk_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[De
             monkeypatch.delenv(name)
     with Desk(tmp_path) as desk:
         yield desk
+
+
+# --- a loopback book that records PUTs ---------------------------------------------------------
+
+
+class _PutHandler(BaseHTTPRequestHandler):
+    server: PutRecorder
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self.server.received.append((self.path, self.headers.get("Content-Type", ""), body))
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args
+
+
+class PutRecorder(ThreadingHTTPServer):
+    """An HTTP book on loopback that records every PUT (path, content type, body) and answers
+    ``status``; its book URL is :attr:`url`."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _PutHandler)
+        self.received: list[tuple[str, str, bytes]] = []
+        self.status = 204
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/book"
+
+
+@contextmanager
+def put_recorder() -> Iterator[PutRecorder]:
+    """A :class:`PutRecorder` serving on a thread for the block."""
+    httpd = PutRecorder()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)

@@ -22,6 +22,7 @@ from app.cycle import (
     flagged_accounts,
     internal_error,
     observe_cycle,
+    settle_attempt,
 )
 from app.cycle import compare_and_report as compare_accounts
 from app.cycle import confirm_breaks as confirm_accounts
@@ -254,27 +255,11 @@ def fetch_venue(
         log.error("venue fetch crashed: cycle=%s error=%s", cycle_id, crash_trace(error))
         crash = internal_error(error)
         results = {a: SourceError(crash.message, crash.kind) for a in pending}
-    retry_number = self.request.retries + 1
-    waits: list[float] = []
-    for account_id, result in results.items():
-        if not isinstance(result, SourceError):
-            outcomes[account_id] = outcome_to_json(result)
-            continue
-        delay = runtime.context.retry.delay_before_retry(retry_number, result)
-        log.warning(
-            "venue fetch failed: cycle=%s account=%s attempt=%d kind=%s error=%s%s",
-            cycle_id,
-            account_id,
-            retry_number,
-            result.kind.value,
-            result.message,
-            "" if delay is None else f" retry_in_s={delay:.3f}",
-        )
-        if delay is None:
-            outcomes[account_id] = outcome_to_json(result.to_fetch_error())
-        else:
-            waits.append(delay)
-    if waits:
+    settled, retry_in = settle_attempt(
+        results, runtime.context.retry, attempt=self.request.retries + 1, cycle_id=cycle_id
+    )
+    outcomes.update((account_id, outcome_to_json(o)) for account_id, o in settled.items())
+    if retry_in:
         # The retry carries the outcomes already known; its kwargsrepr (what Flower and the
         # logs show) leaves them out, as they hold balances.
         options: dict[str, Any] = {
@@ -282,7 +267,7 @@ def fetch_venue(
         }
         raise self.retry(
             kwargs={"cycle_id": cycle_id, "account_ids": account_ids, "done": outcomes},
-            countdown=max(waits),
+            countdown=max(retry_in.values()),
             **options,
         )
     return outcomes
@@ -365,25 +350,9 @@ def _confirm_here(
     returned with their wait before the first retry."""
     context = runtime.context
     results = fetch_attempt(runtime.plans_for(flagged), pool=context.fetch_pool)
-    outcomes: dict[str, VenueOutcome] = {}
-    retry_in: dict[str, float] = {}
-    for account_id, result in results.items():
-        if not isinstance(result, SourceError):
-            outcomes[account_id] = result
-            continue
-        delay = context.retry.delay_before_retry(1, result)
-        log.warning(
-            "confirming re-fetch failed: cycle=%s account=%s attempt=1 kind=%s error=%s%s",
-            cycle.cycle_id,
-            account_id,
-            result.kind.value,
-            result.message,
-            "" if delay is None else f" retry_in_s={delay:.3f}",
-        )
-        if delay is None:
-            outcomes[account_id] = result.to_fetch_error()
-        else:
-            retry_in[account_id] = delay
+    outcomes, retry_in = settle_attempt(
+        results, context.retry, attempt=1, cycle_id=cycle.cycle_id, what="confirming re-fetch"
+    )
     cycle = confirm_accounts(
         cycle=cycle, plans=runtime.plans_for(sorted(outcomes)), outcomes=outcomes, context=context
     )

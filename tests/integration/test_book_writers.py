@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psycopg
@@ -29,6 +26,7 @@ from infra.book.sql_book import SqlBook
 from infra.db import create_audit_engine, upgrade
 from infra.db.operator_actions import OperatorActionLog
 from infra.venues.retry import RetryPolicy
+from tests.support import PutRecorder, put_recorder
 
 T0 = datetime(2026, 11, 24, 5, 0, tzinfo=UTC)
 UPSERT_PG = (
@@ -42,44 +40,10 @@ UPSERT_SQLITE = (
 QUERY = "SELECT asset, amount FROM balances WHERE account_id = :account_id"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _PutServer
-
-    def do_PUT(self) -> None:
-        length = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(length)
-        self.server.received.append((self.path, self.headers.get("Content-Type", ""), body))
-        status = self.server.status
-        self.send_response(status)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        del format, args
-
-
-class _PutServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.received: list[tuple[str, str, bytes]] = []
-        self.status = 204
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/book"
-
-
 @pytest.fixture
-def server() -> Iterator[_PutServer]:
-    httpd = _PutServer()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+def server() -> Iterator[PutRecorder]:
+    with put_recorder() as httpd:
+        yield httpd
 
 
 @pytest.fixture
@@ -88,7 +52,7 @@ def http() -> Iterator[httpx.Client]:
         yield client
 
 
-def test_put_sends_the_documented_body(server: _PutServer, http: httpx.Client) -> None:
+def test_put_sends_the_documented_body(server: PutRecorder, http: httpx.Client) -> None:
     """PUT {url}/{account_id} carries account_id, as_of and every amount as a decimal string."""
     book = HttpBook(http, server.url, timeout=5)
     book.put_balances("cb main", {"BTC": Decimal("1.2500"), "USD": Decimal("10")}, T0)
@@ -107,7 +71,7 @@ def test_put_sends_the_documented_body(server: _PutServer, http: httpx.Client) -
     [(500, ErrorKind.UNAVAILABLE), (403, ErrorKind.AUTH), (404, ErrorKind.CONFIG)],
 )
 def test_put_non_2xx_is_a_book_error(
-    server: _PutServer, http: httpx.Client, status: int, kind: ErrorKind
+    server: PutRecorder, http: httpx.Client, status: int, kind: ErrorKind
 ) -> None:
     """A non-2xx answer to the PUT raises a BookError whose kind says why, without amounts."""
     server.status = status
@@ -200,7 +164,7 @@ def _sync(book: object, log: OperatorActionLog, token: str, venue: _Venue) -> di
 
 
 def test_sync_over_http_refusal_writes_nothing_and_is_recorded(
-    server: _PutServer, http: httpx.Client, tmp_path: Path
+    server: PutRecorder, http: httpx.Client, tmp_path: Path
 ) -> None:
     """A refused sync sends no PUT and leaves a refused row; an authorised one PUTs and syncs."""
     engine = create_audit_engine(f"sqlite:///{tmp_path / 'audit.db'}")

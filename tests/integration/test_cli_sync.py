@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -13,9 +11,11 @@ from sqlalchemy import create_engine, text
 
 from tests.support import (
     Desk,
+    PutRecorder,
     coin,
     coinbase_venue,
     desk_fixture,  # noqa: F401  (the ``desk`` fixture)
+    put_recorder,
     roster_entry,
 )
 
@@ -24,37 +24,10 @@ BOOK = {"cb-main": {"BTC": "1", "ETH": "2"}}
 TOKENS = "alice=tok-alice,bob=tok-bob"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _PutServer
-
-    def do_PUT(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.server.received.append((self.path, body))
-        self.send_response(204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        del format, args
-
-
-class _PutServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.received: list[tuple[str, bytes]] = []
-
-
 @pytest.fixture
-def put_server() -> Iterator[_PutServer]:
-    httpd = _PutServer()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(5)
+def put_server() -> Iterator[PutRecorder]:
+    with put_recorder() as httpd:
+        yield httpd
 
 
 def _use_http_book(desk: Desk, url: str) -> None:
@@ -94,7 +67,7 @@ def _sync(desk: Desk, operator: str, token: str, reason: str = "book drift") -> 
     )
 
 
-def test_sync_authorised_then_refused(desk: Desk, put_server: _PutServer) -> None:
+def test_sync_authorised_then_refused(desk: Desk, put_server: PutRecorder) -> None:
     """A right token syncs (exit 0, one PUT); a wrong one exits 8 and PUTs nothing; both logged."""
     desk.start(VENUE, book=BOOK)
     _use_http_book(desk, f"http://127.0.0.1:{put_server.server_address[1]}/book")
@@ -105,7 +78,7 @@ def test_sync_authorised_then_refused(desk: Desk, put_server: _PutServer) -> Non
     synced = _sync(desk, "alice", "tok-alice")
     assert synced.exit_code == 0, synced.stderr
     assert json.loads(synced.stdout) == {"outcome": "synced", "assets": 2}
-    [(path, body)] = put_server.received
+    [(path, _content_type, body)] = put_server.received
     assert path == "/book/cb-main"
     assert json.loads(body)["balances"] == {"BTC": "1.5", "ETH": "2.5"}
     assert "tok-alice" not in synced.stdout + synced.stderr
@@ -126,7 +99,7 @@ def test_sync_to_a_file_book_is_refused(desk: Desk) -> None:
     assert _actions(desk) == [("alice", "sync", "cb-main", "refused")]
 
 
-def test_sync_with_an_unreachable_venue_fails(desk: Desk, put_server: _PutServer) -> None:
+def test_sync_with_an_unreachable_venue_fails(desk: Desk, put_server: PutRecorder) -> None:
     """A venue that cannot be read ends the sync as failed: exit 9, no PUT, recorded."""
     desk.start(VENUE, book=BOOK)
     desk.write_roster([roster_entry(VENUE, "http://127.0.0.1:1")])

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from app.cycle import AccountPlan, CycleContext, compare_and_report, fetch_attempt, run_cycle
 from domain.confirmation import confirmed_cycle_status
 from domain.policy import Policy, PriceTable
-from domain.report import ErrorKind, RecoveryStatus, SourceError, Status
+from domain.report import Cycle, ErrorKind, RecoveryStatus, SourceError, Status
 from infra.db.engine import create_audit_engine
 from infra.db.migrate import ensure_schema, upgrade
 from infra.db.repository import AuditRepository
@@ -186,24 +186,21 @@ def test_a_resumed_cycle_goes_by_its_recorded_rows(repository: AuditRepository) 
     returned."""
     book = ChangingBook("1.25")
     ctx = replace(context(repository, []), book=book)
-    venue = ScriptedVenue({"BTC": Decimal("1.27")})
-    plans = [AccountPlan("acct", "coinbase", venue)]
-    first = compare_and_report(
-        cycle_id="c4",
-        started_at=datetime.now(UTC),
-        plans=plans,
-        outcomes={"acct": {"BTC": Decimal("1.27")}},
-        context=ctx,
-    )
+    plans = [AccountPlan("acct", "coinbase", ScriptedVenue({"BTC": Decimal("1.27")}))]
+
+    def join() -> Cycle:
+        return compare_and_report(
+            cycle_id="c4",
+            started_at=datetime.now(UTC),
+            plans=plans,
+            outcomes={"acct": {"BTC": Decimal("1.27")}},
+            context=ctx,
+        )
+
+    first = join()
     assert first.reports[0].status is Status.WARNING
     book.btc = Decimal("1.27")  # the book caught up: a fresh comparison finds nothing
-    again = compare_and_report(
-        cycle_id="c4",
-        started_at=datetime.now(UTC),
-        plans=plans,
-        outcomes={"acct": {"BTC": Decimal("1.27")}},
-        context=ctx,
-    )
+    again = join()
     assert again.reports == first.reports  # the recorded facts, not the fresh comparison
     assert [r.account_id for r in repository.cycle_reports("c4")] == ["acct"]  # one row
 

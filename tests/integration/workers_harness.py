@@ -117,36 +117,32 @@ def audit_database_fixture(postgres_url: Callable[[], str]) -> str:
     return url
 
 
-def recovery_columns(database_url: str) -> dict[str, str]:
-    """``account_id → recovery_status`` of the audit rows whose break was looked at again."""
+def _select(database_url: str, query: str) -> list[dict[str, Any]]:
+    """The rows of ``query`` on the audit store at ``database_url``, as dicts."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                text(
-                    "SELECT account_id, recovery_status FROM reconciliation_audit"
-                    " WHERE recovery_attempted"
-                )
-            )
-            return {row.account_id: row.recovery_status for row in rows}
+            return [dict(row._mapping) for row in connection.execute(text(query))]
     finally:
         engine.dispose()
+
+
+def recovery_columns(database_url: str) -> dict[str, str]:
+    """``account_id → recovery_status`` of the audit rows whose break was looked at again."""
+    rows = _select(
+        database_url,
+        "SELECT account_id, recovery_status FROM reconciliation_audit WHERE recovery_attempted",
+    )
+    return {row["account_id"]: row["recovery_status"] for row in rows}
 
 
 def audit_rows(database_url: str) -> list[dict[str, Any]]:
     """Every audit row (account, cycle, report id, venue, status, error), oldest first."""
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as connection:
-            result = connection.execute(
-                text(
-                    "SELECT account_id, cycle_id, reconciliation_id, exchange_id, status,"
-                    " error_json FROM reconciliation_audit ORDER BY id"
-                )
-            )
-            rows = [dict(row._mapping) for row in result]
-    finally:
-        engine.dispose()
+    rows = _select(
+        database_url,
+        "SELECT account_id, cycle_id, reconciliation_id, exchange_id, status,"
+        " error_json FROM reconciliation_audit ORDER BY id",
+    )
     for row in rows:
         if isinstance(row["error_json"], str):
             row["error_json"] = json.loads(row["error_json"])
